@@ -18,6 +18,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from renderers.cameras import Cameras
     from renderers.mesh import TriangleMesh
+    from renderers.splats import GaussianSet
 
 SCENE_MANIFEST = "scene.json"
 
@@ -55,6 +56,25 @@ class Scene(Protocol):
 
     @classmethod
     def load(cls, directory: str | Path) -> Scene: ...
+
+
+@runtime_checkable
+class DeformableScene(Scene, Protocol):
+    """A scene whose motion is a deformation of one canonical shape (deformable Gaussians).
+
+    Exporters use it to write one mesh with morph targets instead of a mesh per frame.
+    """
+
+    def deform_points(self, points: Tensor, t: float) -> Tensor:
+        """Move canonical-space points ``[N, 3]`` to where they are at time ``t`` ``[N, 3]``."""
+        ...
+
+
+@runtime_checkable
+class SplatScene(Scene, Protocol):
+    """A scene that can be shown and exported as 3D Gaussians at any time (viewer splats, 3DGS PLY)."""
+
+    def gaussians_at(self, t: float) -> GaussianSet: ...
 
 
 _SCENE_KINDS: dict[str, str] = {
