@@ -130,3 +130,10 @@ def test_bad_inputs_are_rejected():
         Cameras(torch.eye(4), intrinsics_from_fov(40.0, 8, 8), 0, 8)
     with pytest.raises(ValueError, match="different image sizes"):
         Cameras.cat([orbit_cameras(3, 0, 0, 40, 8, 8), orbit_cameras(3, 0, 0, 40, 16, 8)])
+
+
+def test_allocator_tuning_is_idempotent():
+    from renderers.allocator import tune_cpu_allocator
+
+    first = tune_cpu_allocator()
+    assert tune_cpu_allocator() == first
