@@ -95,7 +95,26 @@ class Log(Event):
     level: str = "info"
 
 
-EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (Progress, Preview, SceneUpdate, Artifact, Log)}
+@dataclass
+class Status(Event):
+    """A job's state changed (sent by the job runner, never by a pipeline): ``status`` is one of
+    queued, running, done, failed, failed-resumable, cancelled; ``message`` says why it failed;
+    ``result_dir`` is the saved final scene when done."""
+
+    type: ClassVar[str] = "status"
+    status: str
+    message: str | None = None
+    result_dir: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = ("done", "failed", "failed-resumable", "cancelled")
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (Progress, Preview, SceneUpdate, Artifact, Log,
+                                                                   Status)}
 
 
 def event_from_record(record: dict[str, Any]) -> Event:
