@@ -72,7 +72,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             metadata = f.metadata() or {}
-            state = {name: f.get_tensor(name) for name in f}
+            state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not iterable)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"checkpoint '{path}' is corrupt ({_first_line(err)}): {advice}.") from None
     if metadata.get("format") != FORMAT:
@@ -90,6 +90,24 @@ def latest_checkpoint(directory: str | Path, device: torch.device | str = "cpu")
     silent fallback), so a resumed run never quietly redoes work the user thinks is saved."""
     paths = list_checkpoints(directory)
     return load_checkpoint(paths[-1], device) if paths else None
+
+
+def verify_latest_checkpoint(directory: str | Path) -> None:
+    """Check the newest checkpoint's header and metadata without reading its tensors (cheap, for a
+    clear error before a resume starts); raises :class:`CheckpointError`."""
+    from safetensors import SafetensorError, safe_open
+
+    paths = list_checkpoints(directory)
+    if not paths:
+        return
+    advice = "delete it to resume from the checkpoint before it, or start the run again"
+    try:
+        with safe_open(str(paths[-1]), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint '{paths[-1]}' is corrupt ({_first_line(err)}): {advice}.") from None
+    if metadata.get("format") != FORMAT or "step" not in metadata:
+        raise CheckpointError(f"'{paths[-1]}' is not a fourd checkpoint: {advice}.")
 
 
 def _first_line(err: Exception) -> str:

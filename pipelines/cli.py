@@ -1,9 +1,20 @@
-"""`fourd`: the headless command line. Sub-commands register here as the pipelines land."""
+"""`fourd`: the headless command line.
+
+Sub-commands live in modules listed in ``COMMAND_MODULES``. Each module provides
+``add_parser(subparsers)``, which adds one or more sub-commands, and ``run(args) -> int``, which
+runs any of them and returns the exit code (0 done, 1 failed, 2 bad input, 130 cancelled).
+Modules are imported to build the parser, so they import nothing heavy at module level.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "pipelines.jobs.commands",  # generate, run, resume, runs
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fourd-studio {pkg_version}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    handlers = {}
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        before = set(sub.choices)
+        module.add_parser(sub)
+        handlers.update({command: module.run for command in set(sub.choices) - before})
     sub.add_parser("doctor", help="show Python, torch, device, accelerators, folders and bundled priors")
+    parser.set_defaults(_handlers=handlers)
     return parser
 
 
@@ -33,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import doctor
 
         return doctor.main()
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    handler = args._handlers.get(args.command)
+    if handler is None:
+        parser.error(f"unknown command {args.command!r}")
+    return handler(args)
 
 
 if __name__ == "__main__":

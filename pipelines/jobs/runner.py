@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipelines.checkpoints import verify_latest_checkpoint
 from pipelines.events import FINISHED_STATUSES, Event, Log, Status
 from pipelines.jobs.channel import read_frame
 from pipelines.jobs.run_folder import (
@@ -96,9 +97,10 @@ class Job:
             except queue.Empty:
                 continue
 
-    def cancel(self) -> None:
-        """Stop the job: a queued job never starts; a running one checkpoints and stops."""
-        self._runner._cancel(self)
+    def cancel(self, force: bool = False) -> None:
+        """Stop the job: a queued job never starts; a running one checkpoints and stops (``force``:
+        is killed at once, keeping its last periodic checkpoint)."""
+        self._runner._cancel(self, force)
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the job has ended (its worker has exited) or ``timeout``; returns the status."""
@@ -154,11 +156,6 @@ class _Worker:
             return True
         except (BrokenPipeError, OSError, ValueError):
             return False
-
-    def stop(self) -> None:
-        """End an idle worker (closing stdin makes it exit)."""
-        with contextlib.suppress(OSError):
-            self.proc.stdin.close()
 
     def _read(self) -> None:
         while (frame := read_frame(self._events)) is not None:
@@ -235,6 +232,7 @@ class JobRunner:
         spec = read_spec(run_dir)
         if read_status(run_dir)["status"] == "done":
             raise RunFolderError(f"run '{run_dir}' has already finished; start a new run to generate again.")
+        verify_latest_checkpoint(run_dir / "checkpoints")
         job = Job(self, run_dir, spec)
         job._lock.acquire()  # raises when the run is running elsewhere
         return self._enqueue(job, "queued for resume")
@@ -255,13 +253,8 @@ class JobRunner:
                 job.cancel()
         for job in running:
             job.wait()
-        for worker in idle:
-            worker.stop()
-        for worker in idle:
-            try:
-                worker.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                worker.proc.kill()
+        for worker in idle:  # idle workers hold nothing worth saving
+            self._hard_stop(worker)
 
     def __enter__(self) -> JobRunner:
         return self
@@ -302,7 +295,7 @@ class JobRunner:
                 if self._queued and self.warm_workers and not self._idle:
                     self._idle.append(_Worker(self))
 
-    def _cancel(self, job: Job) -> None:
+    def _cancel(self, job: Job, force: bool = False) -> None:
         with self._lock:
             if job in self._queued:
                 self._queued.remove(job)
@@ -310,7 +303,13 @@ class JobRunner:
                 job._end("cancelled", "cancelled before it started.")
                 return
             worker = self._running.get(job)
-            if worker is None or job._cancel_requested:
+            if worker is None:
+                return
+            if force:
+                job._cancel_requested = True
+                self._hard_stop(worker)
+                return
+            if job._cancel_requested:
                 return
             job._cancel_requested = True
         worker.send({"cmd": "cancel"})
