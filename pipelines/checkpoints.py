@@ -11,12 +11,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from pipelines.atomic_files import write_atomic
+
+if TYPE_CHECKING:  # torch is imported by the functions that need it: the job runner does not
+    import torch
+    from torch import Tensor
 
 FORMAT = "fourd-checkpoint-1"
 _NAME = re.compile(r"^step-(\d{8,})\.safetensors$")
@@ -117,6 +118,8 @@ def _first_line(err: Exception) -> str:
 # -------------------------------------------------------------------- optimiser state as tensors
 def optimizer_state(optimizer: torch.optim.Optimizer, prefix: str = "optimizer") -> tuple[dict[str, Tensor], dict]:
     """A torch optimiser's state split into tensors (``{prefix}.{param}.{key}``) and JSON metadata."""
+    import torch
+
     sd = optimizer.state_dict()
     tensors: dict[str, Tensor] = {}
     scalars: dict[str, Any] = {}
