@@ -237,6 +237,12 @@ class JobRunner:
         job._lock.acquire()  # raises when the run is running elsewhere
         return self._enqueue(job, "queued for resume")
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the warm worker has finished importing (True), e.g. before timing a job."""
+        with self._lock:
+            idle = list(self._idle)
+        return all(worker.ready.wait(timeout) for worker in idle)
+
     def shutdown(self, cancel_running: bool = True) -> None:
         """Cancel queued jobs, cancel (or, with ``cancel_running=False``, wait for) running ones,
         and stop the idle workers."""

@@ -1,0 +1,83 @@
+"""Job runner overhead and start latency, against running the same pipeline in-process.
+
+Targets (jobs issue): the runner adds under 5 % to a pipeline's wall time, and a job starts (its
+first event arrives) under 1 s after ``submit`` when a warm worker is ready. The cold start (a
+fresh worker importing torch) is reported for reference.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import parse_args, report
+
+
+def _in_process(spec, root: Path) -> float:
+    from pipelines.context import RunContext
+    from pipelines.registry import get_pipeline, resolve
+
+    run = resolve(get_pipeline(spec.pipeline).entry)
+    context = RunContext(Path(tempfile.mkdtemp(dir=root)), spec.seed, "cpu")
+    start = time.perf_counter()
+    for _ in run(dict(spec.inputs), spec.config, context):
+        pass
+    return time.perf_counter() - start
+
+
+def _through_runner(spec, root: Path, warm: bool) -> tuple[float, float, float]:
+    """(wall time from submit to the job's end, seconds to the 'running' status, to the first progress)."""
+    from pipelines.events import Progress, Status
+    from pipelines.jobs import JobRunner
+
+    with JobRunner(root, warm_workers=int(warm), device="cpu") as runner:
+        runner.wait_ready()
+        start = time.perf_counter()
+        job = runner.submit(spec)
+        running = first = None
+        for event in job.events():
+            now = time.perf_counter() - start
+            if running is None and isinstance(event, Status) and event.status == "running":
+                running = now
+            if first is None and isinstance(event, Progress):
+                first = now
+        job.wait()
+        total = time.perf_counter() - start
+        assert job.status == "done", job.message
+    return total, running, first
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    from pipelines.jobs import JobSpec
+
+    steps = 20 if args.quick else 120
+    repeats = 1 if args.quick else 3
+    spec = JobSpec.create("toy-fit", "preview", overrides={"steps": steps})
+    root = Path(tempfile.mkdtemp(prefix="fourd-bench-jobs-"))
+    _in_process(JobSpec.create("toy-fit", overrides={"steps": 2}), root)  # warm-up: imports, first optimiser
+    inproc, runner, running, first = [], [], [], []
+    for _ in range(repeats):  # interleaved, so that load drifting on a shared machine hits both alike
+        inproc.append(_in_process(spec, root))
+        total, to_running, to_first = _through_runner(spec, root, warm=True)
+        runner.append(total)
+        running.append(to_running)
+        first.append(to_first)
+    cold_total, cold_running, _ = _through_runner(JobSpec.create("toy-fit", overrides={"steps": 2}), root, warm=False)
+    t_in, t_run = statistics.median(inproc), statistics.median(runner)
+    figures = {
+        "in_process_s": t_in,
+        "runner_s": t_run,
+        "runner_overhead_pct": 100 * (t_run - t_in) / t_in,
+        "warm_start_to_running_s": statistics.median(running),
+        "warm_start_to_first_progress_s": statistics.median(first),
+        "step_time_s": t_in / steps,
+        "cold_start_to_running_s": cold_running,
+    }
+    report("jobs", figures, {"runner_overhead_pct": ("<", 5.0), "warm_start_to_running_s": ("<", 1.0)}, args.json)
+
+
+if __name__ == "__main__":
+    main()
