@@ -78,3 +78,20 @@ def test_ctrl_c_checkpoints_and_exits_130(tmp_path):
     assert _json_lines(out)[-1]["status"] == "cancelled"
     [run] = list(tmp_path.iterdir())
     assert len(list_checkpoints(run / "checkpoints")) == 1
+
+
+def needs_a_missing_model(inputs, config, priors):
+    raise LookupError(f"model '{priors.get('denoiser', 'field-base')}' is not in the models folder; fetch it with "
+                      "`fourd models pull field-base` on a connected machine.")
+
+
+def test_a_failing_preflight_check_exits_2_before_any_work(tmp_path, capsys, monkeypatch):
+    from pipelines import registry
+    from pipelines.toy import ToyFitConfig
+
+    monkeypatch.setitem(registry._REGISTRY, "toy-needs-model", registry.PipelineInfo(
+        "toy-needs-model", "toy with a model check", ToyFitConfig, "pipelines.toy:run",
+        preflight=f"{__name__}:needs_a_missing_model"))
+    assert main(["generate", "toy-needs-model", "--prior", "denoiser=big-one", "--out", str(tmp_path)]) == 2
+    assert "model 'big-one' is not in the models folder" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

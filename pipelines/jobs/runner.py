@@ -48,6 +48,10 @@ from pipelines.jobs.spec import JobSpec
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
+class PreflightError(ValueError):
+    """A pipeline's preflight check refused the job (a model is missing, an input is unusable)."""
+
+
 class Job:
     """One submitted run. Events arrive on a background thread; read them with :meth:`poll`
     (non-blocking, for a GUI timer) or :meth:`events` (blocking, until the job ends)."""
@@ -212,7 +216,10 @@ class JobRunner:
 
         info = get_pipeline(spec.pipeline)
         if info.preflight:
-            resolve(info.preflight)(spec.inputs, spec.config, spec.priors)
+            try:
+                resolve(info.preflight)(spec.inputs, spec.config, spec.priors)
+            except Exception as err:  # whatever the check raises, the caller gets its one sentence
+                raise PreflightError(str(err)) from err
         if run_dir is None:
             run_dir = new_run_dir(self.runs_root, spec)
         run_dir = Path(run_dir)
