@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,7 @@ def execute_job(run_dir: str | Path, *, cancel=None, emit: Callable[[Any], None]
     from pipelines.registry import get_pipeline, resolve
 
     run_dir = Path(run_dir)
+    cpu_start = time.process_time()
     lock = RunLock(run_dir).acquire()
     info = config = None
     context = None
@@ -114,7 +116,7 @@ def execute_job(run_dir: str | Path, *, cancel=None, emit: Callable[[Any], None]
             elif result_dir is None and state["scene_dir"] is not None:
                 result_dir = str(_publish_copy(Path(state["scene_dir"]), context.result_dir))
                 forward(Artifact("scene", result_dir))
-            emit(record_status(run_dir, "done", result_dir=result_dir))
+            emit(record_status(run_dir, "done", result_dir=result_dir, cpu_s=time.process_time() - cpu_start))
             return "done"
         except Cancelled:
             emit(record_status(run_dir, "cancelled", "cancelled; resume the run to continue from its checkpoint."))
