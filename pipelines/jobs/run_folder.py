@@ -150,13 +150,20 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self._fd: int | None = None
 
-    def acquire(self) -> RunLock:
+    def acquire(self, wait_s: float = 0.0) -> RunLock:
+        """Take the lock, retrying for up to ``wait_s`` seconds (a hand-over from the runner to its
+        worker); raises :class:`RunFolderError` when another process keeps it."""
         fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunFolderError(f"run '{self.run_dir}' is in use by another job or process.") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise RunFolderError(f"run '{self.run_dir}' is in use by another job or process.") from None
+                time.sleep(0.01)
         self._fd = fd
         return self
 

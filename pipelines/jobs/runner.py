@@ -33,6 +33,7 @@ from pipelines.checkpoints import verify_latest_checkpoint
 from pipelines.events import FINISHED_STATUSES, Event, Log, Status
 from pipelines.jobs.channel import read_frame
 from pipelines.jobs.run_folder import (
+    SPEC_FILE,
     RunFolderError,
     RunLock,
     init_run_folder,
@@ -166,6 +167,8 @@ class _Worker:
             kind, payload = frame
             if kind == "ready":
                 self.ready.set()
+            elif kind == "claim" and self.job is not None:
+                self.job._lock.release()
             elif kind == "event" and self.job is not None:
                 self.job._receive(payload)
         self._events.close()
@@ -224,6 +227,8 @@ class JobRunner:
             run_dir = new_run_dir(self.runs_root, spec)
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        if (run_dir / SPEC_FILE).exists():
+            raise RunFolderError(f"'{run_dir}' already holds a run: resume it or choose another folder.")
         job = Job(self, run_dir, spec)
         job._lock.acquire()  # before writing, so a concurrent submit to the same folder fails here
         try:
@@ -301,8 +306,7 @@ class JobRunner:
                            "sys_path": [p for p in sys.path if p], "modules": modules}
                 worker.job = job
                 job.pid = worker.proc.pid
-                self._running[job] = worker
-                job._lock.release()  # the worker takes the lock over
+                self._running[job] = worker  # the runner keeps the run's lock until the worker claims it
                 if not worker.send(command):
                     worker.proc.kill()  # _worker_exited reports the failure
                 if self._queued and self.warm_workers and not self._idle:
@@ -343,6 +347,7 @@ class JobRunner:
             if job is not None:
                 self._running.pop(job, None)
         if job is not None:
+            job._lock.release()  # in case the worker died before claiming it
             if job.status not in FINISHED_STATUSES:
                 code = worker.proc.returncode
                 if job._cancel_requested:

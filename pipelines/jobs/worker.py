@@ -52,7 +52,7 @@ def out_of_memory_message(err: BaseException, info, config, on_gpu: bool) -> str
 
 def execute_job(run_dir: str | Path, *, cancel=None, emit: Callable[[Any], None] = lambda event: None,
                 device: str | None = None, checkpoint_every_steps: int | None = 100,
-                checkpoint_every_s: float | None = 60.0, keep_checkpoints: int = 2) -> str:
+                checkpoint_every_s: float | None = 60.0, keep_checkpoints: int = 2, lock_wait_s: float = 0.0) -> str:
     """Run the job stored in ``run_dir`` to its end; returns the final status.
 
     Takes the run's lock for the duration. Saves preview images and scene updates into the run
@@ -70,7 +70,7 @@ def execute_job(run_dir: str | Path, *, cancel=None, emit: Callable[[Any], None]
 
     run_dir = Path(run_dir)
     cpu_start = time.process_time()
-    lock = RunLock(run_dir).acquire()
+    lock = RunLock(run_dir).acquire(lock_wait_s)
     info = config = None
     context = None
     try:
@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         except (BrokenPipeError, OSError):
             flag.set()  # nobody is listening any more: stop at the next step, with a checkpoint
 
-    status = execute_job(run_dir, cancel=flag, emit=emit, **command.get("options", {}))
+    send("claim")  # the runner now lets go of the run's lock, which execute_job takes over
+    status = execute_job(run_dir, cancel=flag, emit=emit, lock_wait_s=30.0, **command.get("options", {}))
     return {"done": 0, "cancelled": 0}.get(status, 1)
 
 
