@@ -7,8 +7,7 @@ A pipeline that can be resumed saves its state between steps and starts from the
         model.load_state_dict(ckpt.state); start = ckpt.step
     for step in range(start, total):
         ...one step...
-        context.checkpoint_if_due(step + 1, lambda: model.state_dict())
-        context.check_cancelled()
+        context.step_done(step + 1, lambda: model.state_dict())   # checkpoints when due, stops on cancel
 
 Randomness that must repeat on resume is drawn from ``context.generator(offset=step)``.
 """
@@ -103,10 +102,10 @@ class RunContext:
             self._last_save_step = ckpt.step
         return ckpt
 
-    def checkpoint_due(self, step: int) -> bool:
+    def checkpoint_due(self, step: int, cancelled: bool | None = None) -> bool:
         if step == self._last_save_step:
             return False
-        if self.cancel.is_set():
+        if self.cancel.is_set() if cancelled is None else cancelled:
             return True
         if self.checkpoint_every_steps and step % self.checkpoint_every_steps == 0:
             return True
@@ -121,6 +120,17 @@ class RunContext:
             return False
         self.checkpoint(state(), step, extra() if extra else None)
         return True
+
+    def step_done(self, step: int, state: Callable[[], dict[str, Tensor]],
+                  extra: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Call after each step with the steps completed: saves a checkpoint when one is due, and
+        when cancel was asked saves one and raises :class:`Cancelled`. The flag is read once, so a
+        cancel never slips in between the save and the stop."""
+        cancelled = self.cancel.is_set()
+        if self.checkpoint_due(step, cancelled):
+            self.checkpoint(state(), step, extra() if extra else None)
+        if cancelled:
+            raise Cancelled()
 
     def generator(self, offset: int = 0, device: torch.device | str | None = None) -> torch.Generator:
         """A generator seeded from the run seed; ``offset`` separates independent streams."""

@@ -105,6 +105,12 @@ def run(inputs: dict[str, str], config: ToyFitConfig, context) -> Iterator:
         tensors, meta = optimizer_state(optimizer)
         return {"grid": scene.grid, **tensors}, {"optimizer": meta}
 
+    def checkpoint_state():
+        return state()[0]
+
+    def checkpoint_extra():
+        return state()[1]
+
     ranges = CameraRanges(distance=(2.6, 3.2), elevation=(-15.0, 60.0), fovy=(40.0, 45.0))
     preview_cams = orbit_cameras(3.0, 20.0, 30.0, 42.0, config.preview_size, config.preview_size)
     eta = EtaEstimator(config.steps)
@@ -127,8 +133,7 @@ def run(inputs: dict[str, str], config: ToyFitConfig, context) -> Iterator:
             yield Preview("target vs fit", image=_preview(scene, preview_cams), grid=(2, 3), step=done)
         if done % config.scene_every == 0 and done < config.steps:
             yield SceneUpdate(scene=scene.detach(), step=done)
-        context.checkpoint_if_due(done, lambda: state()[0], lambda: state()[1])
-        context.check_cancelled()
+        context.step_done(done, checkpoint_state, checkpoint_extra)
     return scene.detach()
 
 

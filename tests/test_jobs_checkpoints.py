@@ -16,7 +16,7 @@ from pipelines.checkpoints import (
     optimizer_state,
     verify_latest_checkpoint,
 )
-from pipelines.context import RunContext
+from pipelines.context import Cancelled, RunContext
 
 
 def _ctx(tmp_path, **kwargs):
@@ -75,6 +75,17 @@ def test_checkpoints_are_due_by_steps_time_and_cancel(tmp_path):
     assert not ctx.checkpoint_due(12)  # already saved at this step
     timed = RunContext(tmp_path / "t", checkpoint_every_steps=None, checkpoint_every_s=0.0)
     assert timed.checkpoint_due(1)
+
+
+def test_step_done_saves_then_stops_when_cancelled(tmp_path):
+    flag = threading.Event()
+    ctx = RunContext(tmp_path, cancel=flag, checkpoint_every_steps=None, checkpoint_every_s=None)
+    ctx.step_done(1, lambda: {"x": torch.zeros(1)})
+    assert ctx.last_checkpoint() is None
+    flag.set()
+    with pytest.raises(Cancelled):
+        ctx.step_done(2, lambda: {"x": torch.full((1,), 2.0)})
+    assert ctx.last_checkpoint().step == 2
 
 
 def test_optimizer_state_survives_a_checkpoint_exactly(tmp_path):
