@@ -33,7 +33,7 @@ def _until(job, predicate, timeout=120):
 
 
 def test_cancel_is_answered_within_two_seconds_and_resume_continues_from_the_checkpoint(tmp_path):
-    with JobRunner(tmp_path, warm_workers=0, checkpoint_every_steps=None, checkpoint_every_s=None) as runner:
+    with JobRunner(tmp_path, checkpoint_every_steps=None, checkpoint_every_s=None, device="cpu") as runner:
         job = runner.submit(_spec(steps=10_000, step_delay_s=0.02, preview_every=10_000, scene_every=10_000))
         last = _until(job, lambda e: isinstance(e, Progress) and e.step >= 3)
         start = time.monotonic()
@@ -55,7 +55,7 @@ def test_cancel_is_answered_within_two_seconds_and_resume_continues_from_the_che
 
 
 def test_a_job_that_ignores_cancel_is_stopped_after_the_grace_period(tmp_path):
-    with JobRunner(tmp_path, warm_workers=0, cancel_grace_s=0.5) as runner:
+    with JobRunner(tmp_path, warm_workers=0, cancel_grace_s=0.5, device="cpu") as runner:
         job = runner.submit(_spec(step_delay_s=120.0))  # one step takes two minutes
         _until(job, lambda e: isinstance(e, Status) and e.status == "running")
         start = time.monotonic()
@@ -67,7 +67,7 @@ def test_a_job_that_ignores_cancel_is_stopped_after_the_grace_period(tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    with JobRunner(tmp_path, max_parallel=2, warm_workers=0, checkpoint_every_steps=3) as runner:
+    with JobRunner(tmp_path, max_parallel=2, warm_workers=0, checkpoint_every_steps=3, device="cpu") as runner:
         reference = runner.submit(_spec())
         victim = runner.submit(_spec(step_delay_s=0.15))  # the delay changes timing only, not the maths
         _until(victim, lambda e: isinstance(e, Progress) and e.step >= 7)
@@ -84,7 +84,7 @@ def test_kill_9_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_p
 
 
 def test_queued_jobs_run_one_at_a_time_to_done_with_previews_scenes_log_and_result(tmp_path):
-    with JobRunner(tmp_path) as runner:
+    with JobRunner(tmp_path, device="cpu") as runner:
         first = runner.submit(_spec())
         second = runner.submit(_spec(steps=2))
         third = runner.submit(_spec())
