@@ -71,7 +71,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     from pipelines.jobs import JobSpec
 
-    steps = 20 if args.quick else 120
+    steps = 20 if args.quick else 60
     repeats = 1 if args.quick else 3
     spec = JobSpec.create("toy-fit", "preview", overrides={"steps": steps})
     root = Path(tempfile.mkdtemp(prefix="fourd-bench-jobs-"))
