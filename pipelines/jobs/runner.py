@@ -37,7 +37,6 @@ from pipelines.jobs.run_folder import (
     RunFolderError,
     RunLock,
     init_run_folder,
-    is_locked,
     log_event,
     new_run_dir,
     read_spec,
@@ -64,7 +63,6 @@ class Job:
         self.message: str | None = None
         self.result_dir: Path | None = None
         self.pid: int | None = None
-        self.submitted = time.monotonic()
         self._runner = runner
         self._queue: queue.Queue[Event] = queue.Queue()
         self._finished = threading.Event()
@@ -366,12 +364,3 @@ class JobRunner:
                 self._idle.append(_Worker(self))
             self._schedule()
 
-
-def wait_for_run(run_dir: Path, timeout: float = 10.0) -> bool:
-    """True once no process owns ``run_dir`` (for tools that act on a run after its job ended)."""
-    deadline = time.monotonic() + timeout
-    while is_locked(run_dir):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

@@ -111,7 +111,7 @@ def execute_job(run_dir: str | Path, *, cancel=None, emit: Callable[[Any], None]
                 forward(event)
             result_dir = state["result"]
             if final is not None and hasattr(final, "save"):
-                result_dir = str(_publish_result(final, context.result_dir))
+                result_dir = str(_save_scene_atomically(final, context.result_dir))
                 forward(Artifact("scene", result_dir))
             elif result_dir is None and state["scene_dir"] is not None:
                 result_dir = str(_publish_copy(Path(state["scene_dir"]), context.result_dir))
@@ -186,10 +186,6 @@ def _save_scene_atomically(scene, target: Path) -> Path:
     else:
         tmp.rename(target)
     return target
-
-
-def _publish_result(scene, target: Path) -> Path:
-    return _save_scene_atomically(scene, target)
 
 
 def _publish_copy(source: Path, target: Path) -> Path:
