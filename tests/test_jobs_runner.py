@@ -149,3 +149,32 @@ def test_running_out_of_memory_names_the_setting_to_lower(tmp_path):
     assert execute_job(run, emit=seen.append, device="cpu") == "failed"
     message = seen[-1].message
     assert "ran out of memory" in message and "'image_size'" in message and "--set image_size=500000" in message
+
+
+_PARENT = """
+import sys, time
+from pipelines.jobs import JobRunner, JobSpec
+runner = JobRunner(sys.argv[1], warm_workers=0, device="cpu", checkpoint_every_steps=None, checkpoint_every_s=None)
+job = runner.submit(JobSpec.create("toy-fit", overrides={"steps": 100000, "step_delay_s": 0.02, "image_size": 12,
+                                                         "samples_per_ray": 12, "resolution": 10}))
+for event in job.events():
+    if getattr(event, "step", 0) >= 2:
+        print(job.run_dir, flush=True)
+        time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_when_the_runner_process_dies_its_worker_checkpoints_and_stops(tmp_path):
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    run_dir = parent.stdout.readline().strip()
+    parent.kill()  # like a crashed studio: the worker sees its stdin close
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while run_info(run_dir).status != "cancelled" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert run_info(run_dir).status == "cancelled"
+    assert list_checkpoints(f"{run_dir}/checkpoints")
