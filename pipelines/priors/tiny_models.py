@@ -101,10 +101,10 @@ def write_tiny_zeroscope(folder: Path, scale: int = 1) -> Path:
 def write_tiny_svd(folder: Path, scale: int = 1, sv3d: bool = False) -> Path:
     """An SVD-shaped image-to-video folder; ``sv3d`` gives SV3D_p's 1280-wide camera conditioning vector."""
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(0)
-    c = 16 * scale
+    c = 32 * scale  # the SVD blocks normalise with 32 groups
     unet = UNetSpatioTemporalConditionModel(
         sample_size=8, in_channels=8, out_channels=4, block_out_channels=(c, 2 * c), layers_per_block=1,
         down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
@@ -112,12 +112,15 @@ def write_tiny_svd(folder: Path, scale: int = 1, sv3d: bool = False) -> Path:
         cross_attention_dim=c, num_attention_heads=(2, 4), addition_time_embed_dim=4,
         projection_class_embeddings_input_dim=4 * 5 if sv3d else 4 * 3, num_frames=4)
     unet.save_pretrained(folder / "unet")
-    AutoencoderKLTemporalDecoder(block_out_channels=(8 * scale,) * 4, latent_channels=4,
-                                 down_block_types=("DownEncoderBlock2D",) * 4).save_pretrained(folder / "vae")
+    AutoencoderKLTemporalDecoder(block_out_channels=(c, c), latent_channels=4,
+                                 down_block_types=("DownEncoderBlock2D",) * 2).save_pretrained(folder / "vae")
     CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=c, intermediate_size=2 * c, num_hidden_layers=2, num_attention_heads=2, image_size=32,
         patch_size=8, projection_dim=c)).save_pretrained(folder / "image_encoder")
-    CLIPImageProcessor(crop_size=32, size={"shortest_edge": 32}).save_pretrained(folder / "feature_extractor")
+    (folder / "feature_extractor").mkdir(parents=True, exist_ok=True)
+    (folder / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(
+        {"image_processor_type": "CLIPImageProcessor", "crop_size": {"height": 32, "width": 32},
+         "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}))
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
         {"_class_name": "EulerDiscreteScheduler", "prediction_type": "v_prediction", "sigma_min": 0.002,
