@@ -61,7 +61,8 @@ def convert(pred: torch.Tensor, x_t: torch.Tensor, alpha, sigma, source: str, ta
 
 def edm_sigma_to_vp(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """EDM sigma [B] -> variance-preserving (alpha, sigma)."""
-    s = torch.as_tensor(s, dtype=torch.float32)
+    s = torch.as_tensor(s)
+    s = s if s.is_floating_point() else s.float()
     scale = torch.rsqrt(1 + s * s)
     return scale, s * scale
 
