@@ -11,6 +11,15 @@ from pipelines.priors.lora import CameraLoRA
 from pipelines.priors.tiny_models import write_tiny_sd, write_tiny_svd, write_tiny_zeroscope
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models are all overhead: one thread avoids OpenMP barriers that stall when the other core is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def models_root(tmp_path_factory):
     """A models folder as `fourd models download` would leave it, with tiny weights."""

@@ -93,7 +93,8 @@ def write_tiny_zeroscope(folder: Path, scale: int = 1) -> Path:
     _clip_text(c).save_pretrained(folder / "text_encoder")
     write_tiny_clip_tokenizer(folder / "tokenizer")
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD_SCHEDULER | {"prediction_type": "epsilon"}))
+    (folder / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps(SD_SCHEDULER | {"prediction_type": "epsilon"}))
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "TextToVideoSDPipeline"}))
     return folder
 
