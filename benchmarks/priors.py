@@ -59,8 +59,12 @@ def tiny_figures(repeats: int) -> dict[str, float]:
     return figures
 
 
-def real_figures(repeats: int) -> dict[str, float]:
-    """Published UNet sizes, random fp16 weights, one CFG SDS step each (UNet only: no text/image encoders)."""
+def real_figures(repeats: int, dev: torch.device | str = "cuda", half: torch.dtype = torch.float16,
+                 smoke: bool = False) -> dict[str, float]:
+    """Published UNet sizes, random fp16 weights, one CFG SDS step each (UNet only: no text/image encoders).
+
+    ``smoke`` shrinks the latents to 8x8 and 2 frames/views (a CPU check that the code path runs).
+    """
     from diffusers import UNet2DConditionModel, UNet3DConditionModel, UNetSpatioTemporalConditionModel
 
     from pipelines.priors.denoiser import Conditioning
@@ -71,7 +75,8 @@ def real_figures(repeats: int) -> dict[str, float]:
     from pipelines.priors.video_diffusion import SV3D, StableVideoDiffusion, sv3d_unet_class
     from pipelines.priors.zeroscope import Zeroscope
 
-    dev, half = torch.device("cuda"), torch.float16
+    dev = torch.device(dev)
+    cuda = dev.type == "cuda"
     sd_unet = {"attention_head_dim": (5, 10, 20, 20), "cross_attention_dim": 1024, "use_linear_projection": True}
     eps = SD_SCHEDULER | {"prediction_type": "epsilon"}
     clip = ([0.5] * 3, [0.5] * 3, 224)
@@ -115,15 +120,25 @@ def real_figures(repeats: int) -> dict[str, float]:
 
         def step():
             sds_loss(model, latents, cond, guidance_scale=scale, uncond=uncond).loss.backward()
-            torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+            if cuda:
+                torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         seconds = median_time(step, repeats)
-        return seconds, torch.cuda.max_memory_allocated() / 2 ** 30
+        return seconds, torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else float("nan")
 
     figures = {}
-    for name, case in cases.items():
-        figures[f"{name}_fp16_sds_s"], figures[f"{name}_fp16_peak_gb"] = measure(*case)
-        torch.cuda.empty_cache()
+    for name, (build, shape, cond, scale) in cases.items():
+        if smoke:
+            shape = (*shape[:1], min(shape[1], 2) if shape[1] != 4 else 4, min(shape[2], 2), 4, 8, 8)
+            cond = Conditioning(**{**cond.__dict__, **{k: v[..., :8, :8] for k, v in cond.tensors().items()
+                                                       if k == "image_latents"}})
+            if cond.elevations is not None:
+                cond = Conditioning(**{**cond.__dict__, "elevations": cond.elevations[:, :shape[1]],
+                                       "azimuths": cond.azimuths[:, :shape[1]]})
+        figures[f"{name}_sds_s"], figures[f"{name}_peak_gb"] = measure(build, shape, cond, scale)
+        if cuda:
+            torch.cuda.empty_cache()
     return figures
 
 
@@ -131,7 +146,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     repeats = 3 if args.quick else 5
     if torch.cuda.is_available():
-        report("priors", real_figures(repeats), {}, args.json)
+        report("priors", {f"{k}_fp16": v for k, v in real_figures(repeats).items()}, {}, args.json)
     else:
         report("priors", tiny_figures(repeats), {"sd21_tiny_sds_s": ("<", 1.0),
                                                  "sd21_tiny_vsd_and_lora_s": ("<", 2.0)}, args.json)

@@ -1,6 +1,7 @@
 """Every adapter on a tiny random-weight model of its real architecture, loaded through the registry."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -169,8 +170,13 @@ def test_svd_image_to_video(prior):
     assert cond.image_embeds.shape == (1, 1, 32) and cond.image_latents.shape == (1, 4, 16, 16)
     x = torch.randn(1, 1, 4, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     _check_cfg(model, x, torch.tensor([2.0]), cond)
-    faster = model.predict(x, torch.tensor([2.0]), type(cond)(**{**cond.__dict__, "motion_bucket_id": 20.0}))
-    assert (faster.raw - model.predict(x, torch.tensor([2.0]), cond).raw).abs().max() > 1e-6
+    plain = model.predict(x, torch.tensor([2.0]), cond).raw
+    faster = model.predict(x, torch.tensor([2.0]), replace(cond, motion_bucket_id=20.0))
+    assert (faster.raw - plain).abs().max() > 1e-6
+    # SVD's per-frame guidance ramp: a scale of 1 on frame 0 leaves it unguided
+    ramp = model.predict(x, torch.tensor([2.0]), cond, guidance_scale=torch.linspace(1.0, 3.0, 4)).raw
+    assert torch.allclose(ramp[:, :, 0], plain[:, :, 0], atol=1e-5)
+    assert (ramp[:, :, 3] - plain[:, :, 3]).abs().max() > 1e-4
     assert model.decode_latents(x[0, 0], chunk=2).shape == (4, 3, 32, 32)
 
 

@@ -82,3 +82,15 @@ def test_edm_v_prediction_matches_diffusers_euler_formula():
     assert torch.allclose(sched.model_timestep(s), 0.25 * s.log())
     ends = sched.level_at(torch.tensor([0.0, 1.0]))
     assert torch.allclose(ends, torch.tensor([sched.sigma_min, sched.sigma_max]), rtol=1e-4)
+
+
+def test_annealed_noise_range_moves_linearly_from_start_to_end():
+    from pipelines.priors.guidance import anneal_range, sds_weight
+
+    assert anneal_range(0, 100, (0.02, 0.98), (0.02, 0.5)) == (0.02, 0.98)
+    assert anneal_range(50, 100, (0.02, 0.98), (0.02, 0.5)) == pytest.approx((0.02, 0.74))
+    assert anneal_range(500, 100, (0.02, 0.98), (0.02, 0.5)) == pytest.approx((0.02, 0.5))
+    alpha, sigma = torch.tensor([0.6, 0.8]), torch.tensor([0.8, 0.6])
+    assert torch.allclose(sds_weight(alpha, sigma), sigma ** 2)
+    with pytest.raises(ValueError, match="'dreamtime'"):
+        sds_weight(alpha, sigma, "dreamtime")

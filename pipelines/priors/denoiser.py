@@ -112,23 +112,26 @@ class Denoiser(torch.nn.Module):
                                 if k in ("text", "image_embeds", "image_latents")})
 
     def predict(self, x_t: torch.Tensor, level: torch.Tensor, cond: Conditioning,
-                guidance_scale: float = 1.0, uncond: Conditioning | None = None) -> Prediction:
+                guidance_scale: float | torch.Tensor = 1.0, uncond: Conditioning | None = None) -> Prediction:
         """One (guided) model evaluation on the caller's device, read back in any parameterisation.
 
         With ``guidance_scale != 1`` the conditional and unconditional halves run as one batch:
         ``raw = uncond + scale * (cond - uncond)`` (classifier-free guidance, Ho & Salimans 2022).
+        A tensor scale [F] guides each frame differently (SVD ramps it from 1 to 3 over the clip).
         """
         level = torch.as_tensor(level, dtype=torch.float32).reshape(-1).expand(x_t.shape[0])
         out_device = x_t.device
         x_in, lev = x_t.to(self.device, self.dtype), level.to(self.device)
         c = cond.to(self.device, self.dtype)
-        if guidance_scale == 1.0:
+        scale = torch.as_tensor(guidance_scale, dtype=torch.float32)
+        if scale.ndim == 0 and float(scale) == 1.0:
             raw = self(x_in, lev, c)
         else:
             u = (uncond if uncond is not None else self.uncond(cond)).to(self.device, self.dtype)
             both = self(torch.cat([x_in, x_in]), torch.cat([lev, lev]), c.cat(u))
             pos, neg = both.chunk(2)
-            raw = neg + guidance_scale * (pos - neg)
+            scale = scale.reshape(1, 1, -1, 1, 1, 1) if scale.ndim == 1 else scale
+            raw = neg + scale.to(pos) * (pos - neg)
         alpha, sigma = self.schedule.alpha_sigma(level)
         return Prediction(raw.to(out_device, x_t.dtype), x_t, alpha.to(out_device), sigma.to(out_device),
                           self.parameterization)
