@@ -74,7 +74,7 @@ class CameraLoRA(nn.Module):
     def _add_camera(self, module, inputs, output):
         if self._camera is None:
             return output
-        cam = self.camera_embedding(self._camera.to(self.camera_embedding[0].weight.dtype))
+        cam = self.camera_embedding(self._camera.to(self.camera_embedding[0].weight))
         if cam.shape[0] != output.shape[0]:  # cameras [B] for B*V*F flattened images
             cam = cam.repeat_interleave(output.shape[0] // cam.shape[0], 0)
         return output + cam.to(output.dtype)
