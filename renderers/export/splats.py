@@ -1,0 +1,127 @@
+"""3D Gaussian Splatting PLY files: one time, or a numbered sequence over a time range.
+
+The layout is the one the original 3DGS code writes and splat viewers read by name and order
+(shared/notes/formats.md): ``x y z nx ny nz f_dc_0..2 f_rest_0..M opacity scale_0..2 rot_0..3``,
+float32, binary little-endian, raw parameters (log-scales, opacity logits, unnormalised wxyz
+quaternions). ``f_rest`` is channel-major: all of red's higher-order coefficients, then green's,
+then blue's. Positions stay in the studio's world axes (+Z up), like a 3DGS capture's.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from renderers.export.animation import frame_times
+from renderers.export.files import ExportError, atomic_files, atomic_folder, check_file_target, check_folder_target
+from renderers.export.meshes import check_time
+from renderers.scene import SplatScene
+from renderers.splats import GaussianSet
+
+SEQUENCE_INDEX = "sequence.json"
+
+
+def gaussian_ply_properties(sh_degree: int) -> list[str]:
+    rest = 3 * ((sh_degree + 1) ** 2 - 1)
+    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(rest)]
+            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+
+
+def gaussian_ply_bytes(gaussians: GaussianSet) -> bytes:
+    """The 3DGS PLY file of ``gaussians`` as bytes."""
+    g = gaussians.detach().to("cpu")
+    n = len(g)
+    sh = g.sh.float()
+    rest = sh[:, 1:].transpose(1, 2).reshape(n, -1)  # [N, 3 * (K - 1)], channel-major as 3DGS writes it
+    columns = torch.cat([g.means.float(), torch.zeros(n, 3), sh[:, 0], rest, g.opacity_logits.float()[:, None],
+                         g.log_scales.float(), g.quats.float()], 1).numpy().astype("<f4")
+    names = gaussian_ply_properties(g.sh_degree)
+    from plyfile import PlyData, PlyElement
+
+    records = np.empty(n, dtype=[(name, "<f4") for name in names])
+    records.view("<f4").reshape(n, len(names))[:] = columns
+    out = io.BytesIO()
+    PlyData([PlyElement.describe(records, "vertex")], text=False, byte_order="<",
+            comments=["fourd-studio 3DGS"]).write(out)
+    return out.getvalue()
+
+
+def write_gaussian_ply(gaussians: GaussianSet, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``gaussians`` as a 3DGS PLY file (written whole or not at all)."""
+    path = check_file_target(path, overwrite, (".ply",))
+    if len(gaussians) == 0:
+        raise ExportError("the scene has no Gaussians at this time, so there is nothing to export.")
+    with atomic_files([path]) as (tmp,):
+        tmp.write_bytes(gaussian_ply_bytes(gaussians))
+    return path
+
+
+def read_gaussian_ply(path: str | Path) -> GaussianSet:
+    """Read a 3DGS PLY file (ours or another tool's) with plyfile, by property name."""
+    from plyfile import PlyData
+
+    vertex = PlyData.read(str(path))["vertex"]
+    names = {p.name for p in vertex.properties}
+    missing = [n for n in ("x", "y", "z", "f_dc_0", "opacity", "scale_0", "rot_0") if n not in names]
+    if missing:
+        raise ValueError(f"'{path}' is not a 3D Gaussian Splatting PLY: it has no {', '.join(missing)} property.")
+
+    def cols(prefix: str, count: int) -> torch.Tensor:
+        return torch.from_numpy(np.stack([np.asarray(vertex[f"{prefix}{i}"], np.float32) for i in range(count)], 1))
+
+    rest_count = sum(1 for n in names if n.startswith("f_rest_"))
+    k = 1 + rest_count // 3
+    n = len(vertex.data)
+    rest = cols("f_rest_", rest_count).reshape(n, 3, k - 1).transpose(1, 2) if rest_count else torch.zeros(n, 0, 3)
+    sh = torch.cat([cols("f_dc_", 3)[:, None], rest], 1)
+    means = torch.from_numpy(np.stack([np.asarray(vertex[a], np.float32) for a in "xyz"], 1))
+    return GaussianSet(means, cols("rot_", 4), cols("scale_", 3), torch.from_numpy(np.asarray(vertex["opacity"],
+                                                                                             np.float32)), sh)
+
+
+def _require_splats(scene) -> None:
+    if not isinstance(scene, SplatScene):
+        raise ExportError(f"a {type(scene).__name__} cannot be exported as Gaussian splats (only Gaussian scenes "
+                          f"can); export a mesh or a video instead.")
+
+
+def export_gaussian_ply(scene, path: str | Path, *, t: float | None = None, overwrite: bool = False) -> Path:
+    """The scene's Gaussians at time ``t`` as one 3DGS PLY file."""
+    _require_splats(scene)
+    check_file_target(path, overwrite, (".ply",))
+    t = check_time(scene, t)
+    with torch.no_grad():
+        gaussians = scene.gaussians_at(t)
+    return write_gaussian_ply(gaussians, path, overwrite=overwrite)
+
+
+def export_gaussian_sequence(scene, folder: str | Path, *, frames: int = 24, fps: float = 24.0,
+                             time_range: tuple[float, float] | None = None, loop: bool = True,
+                             overwrite: bool = False) -> Path:
+    """A folder of ``frame_0000.ply`` ... for ``frames`` times over ``time_range`` and a ``sequence.json`` index:
+    ``{"format", "fps", "loop", "frames": [{"file", "t", "time_s", "count"}], "time_range", "sh_degree"}``."""
+    _require_splats(scene)
+    folder = check_folder_target(folder, overwrite, marker=SEQUENCE_INDEX)
+    if not fps > 0:
+        raise ExportError(f"frames per second must be positive, got {fps}.")
+    times = frame_times(scene, frames, time_range)
+    entries = []
+    with atomic_folder(folder) as tmp:
+        degree = 0
+        for k, t in enumerate(times):
+            with torch.no_grad():
+                gaussians = scene.gaussians_at(float(t))
+            if len(gaussians) == 0:
+                raise ExportError(f"the scene has no Gaussians at t={t:g}, so there is nothing to export.")
+            name = f"frame_{k:04d}.ply"
+            (tmp / name).write_bytes(gaussian_ply_bytes(gaussians))
+            degree = gaussians.sh_degree
+            entries.append({"file": name, "t": float(t), "time_s": k / fps, "count": len(gaussians)})
+        index = {"format": "3dgs-ply-sequence", "version": 1, "fps": fps, "loop": loop, "sh_degree": degree,
+                 "time_range": [float(times[0]), float(times[-1])], "up": "+Z", "frames": entries}
+        (tmp / SEQUENCE_INDEX).write_text(json.dumps(index, indent=2))
+    return folder
