@@ -254,3 +254,14 @@ def validate_gltf(path) -> dict:
 
 def inspect_three(path, *times: float) -> dict:
     return run_node("inspect_three.mjs", path, *times)
+
+
+def splat_stats(path) -> dict:
+    """PlayCanvas splat-transform's ``--stats json`` of a splat file (it exits 0 even on bad input)."""
+    tool = js_readers() / "node_modules" / "@playcanvas" / "splat-transform" / "package.json"
+    package = json.loads(tool.read_text())
+    script = tool.parent / (package["bin"]["splat-transform"] if isinstance(package["bin"], dict) else package["bin"])
+    out = subprocess.run(["node", str(script), "-q", str(path), "--stats", "json", "null"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout[out.stdout.index("{"):])

@@ -41,7 +41,13 @@ function visibleBounds() {
 
 const samples = [];
 const mixer = new THREE.AnimationMixer(root);
-if (gltf.animations.length) mixer.clipAction(gltf.animations[0]).play();
+if (gltf.animations.length) {
+  // Play once and hold the last frame, so sampling at the clip's duration shows the last keyframe.
+  const action = mixer.clipAction(gltf.animations[0]);
+  action.setLoop(THREE.LoopOnce, 1);
+  action.clampWhenFinished = true;
+  action.play();
+}
 for (const t of timeArgs.map(Number)) {
   mixer.setTime(t);
   samples.push({ time: t, bounds: visibleBounds() });
