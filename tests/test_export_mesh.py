@@ -15,7 +15,7 @@ from export_scenes import PulsingPairScene, StripedBlobScene, inspect_three, val
 
 from renderers.export import export, export_mesh
 from renderers.export.gltf import to_yup
-from renderers.export.meshes import scene_mesh
+from renderers.export.meshes import scene_mesh, write_mesh
 
 
 def glb_json(path) -> tuple[dict, bytes]:
@@ -92,23 +92,32 @@ def test_decimation_keeps_the_shape_with_fewer_faces(tmp_path):
 def test_uv_texture_bake_glb_and_obj(tmp_path):
     pytest.importorskip("xatlas")
     scene = StripedBlobScene()
-    glb = export(scene, tmp_path / "t.glb", t=0.5, resolution=32, texture_size=256, bake_size=96)
+    item = scene_mesh(scene, 0.5, resolution=32, texture_size=256, bake_size=96)
+    glb = write_mesh(item, tmp_path / "t.glb")
     report = validate_gltf(glb)
     assert report["issues"]["numErrors"] == 0, report["issues"]["messages"]
     assert report["info"]["hasTextures"]
     assert inspect_three(glb, 0)["meshes"][0]["hasUv"]
     # Sample the baked texture at each vertex's UV: it must show the albedo there.
-    item = scene_mesh(scene, 0.5, resolution=32, texture_size=256, bake_size=96)
     px = np.clip((item.uvs * 256).astype(int), 0, 255)
     sampled = item.texture[px[:, 1], px[:, 0]] / 255
     canonical = (torch.as_tensor(item.mesh.vertices) - scene.offset(0.5)) / scene.scale(0.5)
     error = np.abs(sampled - scene.albedo(canonical).numpy()).max(1)
     assert np.median(error) < 0.05 and np.mean(error < 0.15) > 0.8
+    # The GLB carries that same PNG.
+    doc, blob = glb_json(glb)
+    view = doc["bufferViews"][doc["images"][0]["bufferView"]]
+    import imageio.v3 as iio
 
-    obj = export(scene, tmp_path / "t.obj", t=0.5, resolution=32, texture_size=256, bake_size=96)
+    png = blob[view.get("byteOffset", 0):view.get("byteOffset", 0) + view["byteLength"]]
+    np.testing.assert_array_equal(iio.imread(io.BytesIO(png)), item.texture)
+
+    obj = write_mesh(item, tmp_path / "t.obj")
     assert (tmp_path / "t.mtl").is_file() and (tmp_path / "t.png").is_file()
     loaded = trimesh.load(obj, process=False, force="mesh")
     assert loaded.visual.kind == "texture" and loaded.visual.material.image.size == (256, 256)
-    import imageio.v3 as iio
-
-    assert iio.imread(io.BytesIO((tmp_path / "t.png").read_bytes())).shape == (256, 256, 3)
+    # trimesh flips OBJ's v back: the same texel colours at the reloaded UVs.
+    image = np.asarray(loaded.visual.material.image.convert("RGB"))
+    uv = np.asarray(loaded.visual.uv)
+    px = np.clip((np.stack([uv[:, 0], 1 - uv[:, 1]], 1) * 256).astype(int), 0, 255)
+    assert np.mean(np.abs(image[px[:, 1], px[:, 0]] / 255 - sampled).max(1) < 0.02) > 0.95

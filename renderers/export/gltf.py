@@ -144,9 +144,8 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64)
     face_n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    normals = np.zeros_like(v)
-    for corner in range(3):
-        np.add.at(normals, f[:, corner], face_n)
+    normals = np.stack([sum(np.bincount(f[:, corner], face_n[:, axis], len(v)) for corner in range(3))
+                        for axis in range(3)], 1)
     length = np.linalg.norm(normals, axis=1, keepdims=True)
     fallback = np.array([0.0, 0.0, 1.0])
     return np.where(length > 1e-20, normals / np.maximum(length, 1e-20), fallback).astype(np.float32)

@@ -31,22 +31,37 @@ def gaussian_ply_properties(sh_degree: int) -> list[str]:
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
-def gaussian_ply_bytes(gaussians: GaussianSet) -> bytes:
-    """The 3DGS PLY file of ``gaussians`` as bytes."""
+def gaussian_ply_records(gaussians: GaussianSet) -> np.ndarray:
+    """The PLY vertex records ``[N]`` (one float32 field per property, in file order)."""
     g = gaussians.detach().to("cpu")
     n = len(g)
-    sh = g.sh.float()
-    rest = sh[:, 1:].transpose(1, 2).reshape(n, -1)  # [N, 3 * (K - 1)], channel-major as 3DGS writes it
-    columns = torch.cat([g.means.float(), torch.zeros(n, 3), sh[:, 0], rest, g.opacity_logits.float()[:, None],
-                         g.log_scales.float(), g.quats.float()], 1).numpy().astype("<f4")
     names = gaussian_ply_properties(g.sh_degree)
+    records = np.zeros(n, dtype=[(name, "<f4") for name in names])
+    table = records.view("<f4").reshape(n, len(names))  # columns filled in place: no concatenated copy
+    sh = g.sh.float().numpy()
+    k = sh.shape[1]
+    table[:, 0:3] = g.means.float().numpy()  # normals (3:6) stay zero
+    table[:, 6:9] = sh[:, 0]
+    # f_rest is channel-major, as 3DGS writes it: [N, K-1, 3] -> [N, 3, K-1].
+    table[:, 9:9 + 3 * (k - 1)] = sh[:, 1:].transpose(0, 2, 1).reshape(n, -1)
+    end = 9 + 3 * (k - 1)
+    table[:, end] = g.opacity_logits.float().numpy()
+    table[:, end + 1:end + 4] = g.log_scales.float().numpy()
+    table[:, end + 4:end + 8] = g.quats.float().numpy()
+    return records
+
+
+def write_gaussian_records(records: np.ndarray, stream) -> None:
     from plyfile import PlyData, PlyElement
 
-    records = np.empty(n, dtype=[(name, "<f4") for name in names])
-    records.view("<f4").reshape(n, len(names))[:] = columns
-    out = io.BytesIO()
     PlyData([PlyElement.describe(records, "vertex")], text=False, byte_order="<",
-            comments=["fourd-studio 3DGS"]).write(out)
+            comments=["fourd-studio 3DGS"]).write(stream)
+
+
+def gaussian_ply_bytes(gaussians: GaussianSet) -> bytes:
+    """The 3DGS PLY file of ``gaussians`` as bytes."""
+    out = io.BytesIO()
+    write_gaussian_records(gaussian_ply_records(gaussians), out)
     return out.getvalue()
 
 
@@ -55,8 +70,8 @@ def write_gaussian_ply(gaussians: GaussianSet, path: str | Path, *, overwrite: b
     path = check_file_target(path, overwrite, (".ply",))
     if len(gaussians) == 0:
         raise ExportError("the scene has no Gaussians at this time, so there is nothing to export.")
-    with atomic_files([path]) as (tmp,):
-        tmp.write_bytes(gaussian_ply_bytes(gaussians))
+    with atomic_files([path]) as (tmp,), tmp.open("wb") as stream:
+        write_gaussian_records(gaussian_ply_records(gaussians), stream)
     return path
 
 
@@ -118,7 +133,8 @@ def export_gaussian_sequence(scene, folder: str | Path, *, frames: int = 24, fps
             if len(gaussians) == 0:
                 raise ExportError(f"the scene has no Gaussians at t={t:g}, so there is nothing to export.")
             name = f"frame_{k:04d}.ply"
-            (tmp / name).write_bytes(gaussian_ply_bytes(gaussians))
+            with (tmp / name).open("wb") as stream:
+                write_gaussian_records(gaussian_ply_records(gaussians), stream)
             degree = gaussians.sh_degree
             entries.append({"file": name, "t": float(t), "time_s": k / fps, "count": len(gaussians)})
         index = {"format": "3dgs-ply-sequence", "version": 1, "fps": fps, "loop": loop, "sh_degree": degree,
