@@ -80,3 +80,24 @@ def test_too_few_frames(tmp_path, frames):
     with pytest.raises(ExportError, match="at least 2 frames"):
         export(StripedBlobScene(), tmp_path / "x.glb", format="gltf-anim", frames=frames)
     assert not any(tmp_path.iterdir())
+
+
+class AppearsLater(PulsingPairScene):
+    """Nothing before t = 0.5, then the pair."""
+
+    def spheres(self, t):
+        return super().spheres(t) if t >= 0.5 else [(np.zeros(3), -1.0)]
+
+
+def test_flipbook_frames_may_be_empty_but_not_all(tmp_path):
+    path = export(AppearsLater(), tmp_path / "a.glb", format="gltf-anim", frames=3, fps=2.0, resolution=24)
+    report = validate_gltf(path)
+    assert report["issues"]["numErrors"] == 0, report["issues"]["messages"]
+    seen = inspect_three(path, 0.1, 1.0)
+    assert len(seen["meshes"]) == 2
+    assert seen["samples"][0]["bounds"] is None and seen["samples"][1]["bounds"] is not None
+    from export_scenes import EmptyScene
+
+    with pytest.raises(ExportError, match="empty at every one of the 3 frames"):
+        export(EmptyScene(), tmp_path / "e.glb", format="gltf-anim", frames=3, resolution=24)
+    assert not (tmp_path / "e.glb").exists()

@@ -106,3 +106,17 @@ def test_export_run_scene_loads_a_saved_scene(tmp_path):
 def test_every_format_is_documented():
     assert {"glb", "obj", "ply", "gltf-anim", "3dgs-ply", "3dgs-seq", "mp4", "gif"} <= set(FORMATS)
     assert all(description for _, description in FORMATS.values())
+
+
+def test_native_scene_folder_reloads(tmp_path):
+    from renderers.scene import load_scene
+
+    register_scene_kind(StripedBlobScene.kind, "export_scenes:StripedBlobScene")
+    folder = export(StripedBlobScene(n=77), tmp_path / "native", format="scene")
+    assert load_scene(folder).n == 77
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's own file")
+    with pytest.raises(ExportError) as err:
+        export(StripedBlobScene(n=5), tmp_path / "mine", format="scene", overwrite=True)
+    assert "was not written by this exporter" in one_sentence(err)
+    assert (tmp_path / "mine" / "notes.txt").is_file()

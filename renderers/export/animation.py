@@ -105,11 +105,14 @@ def flipbook_glb(scene, times: np.ndarray, fps: float, loop: bool, resolution: i
     samplers, channels = [], []
     n = len(times)
     for k, t in enumerate(times):
+        # A frame may be empty (the object is not there yet): its node simply has no mesh.
         item = scene_mesh(scene, float(t), resolution=resolution, decimate=decimate, colors=colors,
-                          bake_size=bake_size)
-        m = item.mesh
-        mesh = builder.add_mesh(to_yup(m.vertices), m.faces, normals=to_yup(m.normals), colors=m.vertex_colors,
-                                material=material, name=f"frame_{k:04d}")
+                          bake_size=bake_size, allow_empty=True)
+        mesh = None
+        if item is not None:
+            m = item.mesh
+            mesh = builder.add_mesh(to_yup(m.vertices), m.faces, normals=to_yup(m.normals), colors=m.vertex_colors,
+                                    material=material, name=f"frame_{k:04d}")
         visible = [1.0, 1.0, 1.0] if k == 0 else [0.0, 0.0, 0.0]
         node = builder.add_node(gl.Node(name=f"frame_{k:04d}", mesh=mesh, scale=visible), parent=root)
         keys, values = [0.0], [float(k == 0)]
@@ -124,6 +127,8 @@ def flipbook_glb(scene, times: np.ndarray, fps: float, loop: bool, resolution: i
                                             output=builder.add_accessor(scale), interpolation="STEP"))
         channels.append(gl.AnimationChannel(sampler=len(samplers) - 1,
                                             target=gl.AnimationChannelTarget(node=node, path="scale")))
+    if not builder.doc.meshes:
+        raise ExportError(f"the scene is empty at every one of the {n} frames, so there is nothing to export.")
     _add_animation(builder, samplers, channels, _extras(scene, times, fps, loop, "flip-book"))
     return builder.to_bytes()
 

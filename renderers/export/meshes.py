@@ -40,7 +40,8 @@ def check_time(scene, t: float | None) -> float:
 
 
 def scene_mesh(scene, t: float | None = None, *, resolution: int = 128, decimate: float | int | None = None,
-               colors: bool = True, texture_size: int = 0, bake_size: int = 256) -> TexturedMesh:
+               colors: bool = True, texture_size: int = 0, bake_size: int = 256,
+               allow_empty: bool = False) -> TexturedMesh | None:
     """The scene's surface at time ``t`` with normals and colour.
 
     Args:
@@ -48,6 +49,7 @@ def scene_mesh(scene, t: float | None = None, *, resolution: int = 128, decimate
         colors: colour vertices (the mesh's own colours, else from renders); False leaves them out.
         texture_size: > 0 bakes a UV texture of this size from renders instead of vertex colours.
         bake_size: image size of the 20 views that colours and textures are taken from.
+        allow_empty: return None for an empty surface instead of raising :class:`ExportError`.
     """
     t = check_time(scene, t)
     cameras = bake_cameras(bake_size)
@@ -55,6 +57,8 @@ def scene_mesh(scene, t: float | None = None, *, resolution: int = 128, decimate
         raise ExportError(f"mesh resolution must be at least 8, got {resolution}.")
     mesh = scene.to_mesh(t, resolution)
     if mesh.is_empty:
+        if allow_empty:
+            return None
         raise ExportError(f"the scene is empty at t={t:g}: its surface has no triangles, so there is nothing to "
                           f"export.")
     if decimate is not None:

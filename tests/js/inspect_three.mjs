@@ -28,9 +28,8 @@ function visibleBounds() {
   const v = new THREE.Vector3();
   root.traverse((o) => {
     if (!o.isMesh) return;
-    const s = new THREE.Vector3();
-    o.getWorldScale(s);
-    if (s.x === 0 && s.y === 0 && s.z === 0) return;
+    // A flip-book hides frames with scale 0 (getWorldScale cannot tell: decompose fails on it).
+    if (Math.abs(o.matrixWorld.determinant()) < 1e-12) return;
     for (let i = 0; i < o.geometry.attributes.position.count; i++) {
       o.getVertexPosition(i, v); // applies morph target influences
       box.expandByPoint(v.applyMatrix4(o.matrixWorld));
