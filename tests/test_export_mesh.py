@@ -79,6 +79,7 @@ def test_obj_and_ply_reload_with_trimesh(tmp_path):
 
 
 def test_decimation_keeps_the_shape_with_fewer_faces(tmp_path):
+    pytest.importorskip("fast_simplification")
     scene = StripedBlobScene()
     full = scene.to_mesh(0.0, 48)
     path = export_mesh(scene, tmp_path / "d.glb", t=0.0, resolution=48, decimate=0.25, bake_size=64)

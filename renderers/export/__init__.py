@@ -25,7 +25,7 @@ from renderers.export.video import export_contact_sheet, export_video
 
 __all__ = ["FORMATS", "ExportError", "export", "export_animated_glb", "export_contact_sheet", "export_gaussian_ply",
            "export_gaussian_sequence", "export_mesh", "export_run_scene", "export_scene_folder", "export_video",
-           "guess_format", "read_gaussian_ply"]
+           "format_options", "guess_format", "read_gaussian_ply"]
 
 
 def export_scene_folder(scene, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -39,8 +39,21 @@ def export_scene_folder(scene, path: str | Path, *, overwrite: bool = False) -> 
     return Path(path)
 
 
+def _option_names(function) -> set[str]:
+    import inspect
+
+    if fmt_options := getattr(function, "options", None):
+        return set(fmt_options)
+    parameters = inspect.signature(function).parameters
+    return {name for name, p in parameters.items() if p.kind == p.KEYWORD_ONLY}
+
+
 def _mesh(fmt: str):
-    return lambda scene, path, **options: export_mesh(scene, path, format=fmt, **options)
+    def export_format(scene, path, **options):
+        return export_mesh(scene, path, format=fmt, **options)
+
+    export_format.options = [name for name in _option_names(export_mesh) if name != "format"]
+    return export_format
 
 
 # format -> (function, one-line description); the CLI lists these.
@@ -59,6 +72,13 @@ FORMATS = {
 _BY_SUFFIX = {".glb": "glb", ".obj": "obj", ".ply": "ply", ".mp4": "mp4", ".gif": "gif", ".png": "contact-sheet"}
 _SUFFIX = {"glb": ".glb", "obj": ".obj", "ply": ".ply", "gltf-anim": ".glb", "3dgs-ply": ".ply", "mp4": ".mp4",
            "gif": ".gif", "contact-sheet": ".png"}
+
+
+def format_options(fmt: str) -> list[str]:
+    """The keyword options ``export`` accepts for ``fmt`` (for the CLI and the studio's export dialog)."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}.")
+    return sorted(_option_names(FORMATS[fmt][0]))
 
 
 def guess_format(path: str | Path) -> str:
@@ -86,13 +106,11 @@ def export(scene, path: str | Path, format: str | None = None, **options) -> Pat
     if fmt in ("mp4", "gif", "contact-sheet") and "resolution" in options:
         options["size"] = options.pop("resolution")
     function = FORMATS[fmt][0]
-    try:
-        return function(scene, path, **options)
-    except TypeError as err:
-        if "unexpected keyword argument" in str(err):
-            name = str(err).rsplit(" ", 1)[-1]
-            raise ExportError(f"the {fmt} format has no option {name}.") from None
-        raise
+    unknown = sorted(set(options) - _option_names(function))
+    if unknown:
+        raise ExportError(f"the {fmt} format has no option '{unknown[0]}' (it takes "
+                          f"{', '.join(sorted(_option_names(function)))}).")
+    return function(scene, path, **options)
 
 
 def export_run_scene(scene_dir: str | Path, out_path: str | Path, format: str | None = None, *,

@@ -42,17 +42,18 @@ def canonical_points(scene, points: np.ndarray, t: float, iterations: int = 30) 
     x <- x + (p - deform(x, t)); it converges for the smooth, moderate deformations of fitted scenes.
     Returns the points and the largest remaining error.
     """
-    target = torch.as_tensor(points, dtype=torch.float32)
+    device = getattr(scene, "device", "cpu")  # a scene on a GPU takes its points there
+    target = torch.as_tensor(points, dtype=torch.float32, device=device)
     x = target.clone()
     error = float("inf")
     with torch.no_grad():
         for _ in range(iterations):
-            residual = target - scene.deform_points(x, t).float().cpu()
+            residual = target - scene.deform_points(x, t).float()
             error = float(residual.abs().max()) if len(residual) else 0.0
             if error < 1e-6:
                 break
             x = x + residual
-    return x.numpy(), error
+    return x.cpu().numpy(), error
 
 
 def _extras(scene, times: np.ndarray, fps: float, loop: bool, mode: str) -> dict:
@@ -73,7 +74,8 @@ def morph_glb(scene, times: np.ndarray, fps: float, loop: bool, resolution: int,
     if error > tolerance * extent:
         return None
     with torch.no_grad():
-        keyframes = [scene.deform_points(torch.as_tensor(canonical), float(t)).float().cpu().numpy() for t in times]
+        points = torch.as_tensor(canonical, device=getattr(scene, "device", "cpu"))
+        keyframes = [scene.deform_points(points, float(t)).float().cpu().numpy() for t in times]
     base = to_yup(keyframes[0])
     base_normals = to_yup(vertex_normals(keyframes[0], m.faces))
     deltas = [to_yup(p) - base for p in keyframes[1:]]

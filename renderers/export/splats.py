@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -125,18 +126,27 @@ def export_gaussian_sequence(scene, folder: str | Path, *, frames: int = 24, fps
         raise ExportError(f"frames per second must be positive, got {fps}.")
     times = frame_times(scene, frames, time_range)
     entries = []
-    with atomic_folder(folder) as tmp:
-        degree = 0
+
+    def write_frame(path: Path, gaussians: GaussianSet) -> None:
+        with path.open("wb") as stream:
+            write_gaussian_records(gaussian_ply_records(gaussians), stream)
+
+    # The scene computes frame k + 1 while a writer thread packs and writes frame k (numpy and file I/O
+    # release the GIL); the scene itself is only ever called from this thread.
+    with atomic_folder(folder) as tmp, ThreadPoolExecutor(max_workers=1) as writer:
+        degree, pending = 0, None
         for k, t in enumerate(times):
             with torch.no_grad():
                 gaussians = scene.gaussians_at(float(t))
             if len(gaussians) == 0:
                 raise ExportError(f"the scene has no Gaussians at t={t:g}, so there is nothing to export.")
+            if pending is not None:
+                pending.result()
             name = f"frame_{k:04d}.ply"
-            with (tmp / name).open("wb") as stream:
-                write_gaussian_records(gaussian_ply_records(gaussians), stream)
+            pending = writer.submit(write_frame, tmp / name, gaussians)
             degree = gaussians.sh_degree
             entries.append({"file": name, "t": float(t), "time_s": k / fps, "count": len(gaussians)})
+        pending.result()
         index = {"format": "3dgs-ply-sequence", "version": 1, "fps": fps, "loop": loop, "sh_degree": degree,
                  "time_range": [float(times[0]), float(times[-1])], "up": "+Z", "frames": entries}
         (tmp / SEQUENCE_INDEX).write_text(json.dumps(index, indent=2))

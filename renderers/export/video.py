@@ -108,12 +108,14 @@ def contact_sheet(frames: np.ndarray, columns: int = 4) -> np.ndarray:
 
 def export_contact_sheet(scene, path: str | Path, *, mode: str = "orbit", frames: int = 16, columns: int = 4,
                          t: float | None = None, time_range: tuple[float, float] | None = None, size: int = 192,
-                         background: float = 1.0, overwrite: bool = False, **camera) -> Path:
+                         distance: float = 3.2, elevation: float = 20.0, fovy: float = 40.0,
+                         background: float = 1.0, overwrite: bool = False) -> Path:
     """A PNG grid of ``frames`` views along one of :data:`VIDEO_MODES`."""
     import imageio.v3 as iio
 
     path = check_file_target(path, overwrite, (".png",))
-    cameras, times = video_path(scene, mode, frames, t=t, time_range=time_range, size=size, **camera)
+    cameras, times = video_path(scene, mode, frames, t=t, time_range=time_range, size=size, distance=distance,
+                                elevation=elevation, fovy=fovy)
     sheet = contact_sheet(render_frames(scene, cameras, times, background), columns)
     with atomic_files([path]) as (tmp,):
         iio.imwrite(tmp, sheet, extension=".png")
