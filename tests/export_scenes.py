@@ -230,7 +230,7 @@ def js_readers() -> Path:
     calling test with the reason when Node/npm are missing or the install cannot run here."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("Node.js and npm are needed for the independent glTF/splat readers; neither is installed")
+        pytest.skip("Node.js and npm are needed for the independent glTF/splat readers and are not both installed")
     wanted = ["gltf-validator", "three", "@playcanvas/splat-transform"]
     if not all((JS_DIR / "node_modules" / name / "package.json").is_file() for name in wanted):
         done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS_DIR,
