@@ -1,0 +1,474 @@
+"""The PySide6 main window: create panel, embedded viewer, timeline, jobs panel, export.
+
+Widgets only display :class:`studio.model.StudioModel` state and forward actions to it. Errors the
+user can cause arrive as :class:`~studio.model.StudioError` and show in a dialog, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDockWidget,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.model import ExportRequest, JobView, StudioError, StudioModel
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def to_pixmap(image: np.ndarray, max_side: int = 220) -> QPixmap:
+    """A uint8 ``[H, W, 3]`` image as a pixmap at most ``max_side`` pixels wide or tall."""
+    image = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+    h, w = image.shape[:2]
+    qimage = QImage(image.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    return QPixmap.fromImage(qimage).scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio,
+                                            Qt.TransformationMode.SmoothTransformation)
+
+
+# ------------------------------------------------------------------------------------------ panels
+class CreatePanel(QWidget):
+    """Method, prompt, input image, preset, seed and the generate button."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__()
+        self.window_ = window
+        self.model = window.model
+        outer = QVBoxLayout(self)
+        form = self.form = QFormLayout()
+        outer.addLayout(form)
+        outer.addStretch(1)
+        self.method = QComboBox()
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("a red ball bouncing")
+        self.prompt.setMaximumHeight(80)
+        self.image = QLineEdit()
+        self.image.setPlaceholderText("drop an image here or browse")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_image)
+        image_row = QHBoxLayout()
+        image_row.addWidget(self.image)
+        image_row.addWidget(browse)
+        self.image_row = QWidget()
+        self.image_row.setLayout(image_row)
+        image_row.setContentsMargins(0, 0, 0, 0)
+        self.thumbnail = QLabel()
+        self.preset = QComboBox()
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.generate = QPushButton("Generate")
+        self.generate.setDefault(True)
+        self.generate.clicked.connect(self.window_.generate)
+        form.addRow("Method", self.method)
+        form.addRow("Prompt", self.prompt)
+        form.addRow("Image", self.image_row)
+        form.addRow("", self.thumbnail)
+        form.addRow("Preset", self.preset)
+        form.addRow("Seed", self.seed)
+        form.addRow(self.generate)
+        pipelines = self.model.pipelines()
+        for info in pipelines:
+            self.method.addItem(info.title, info.name)
+        if not pipelines:
+            self.method.addItem("(no methods installed)")
+            self.method.setEnabled(False)
+            self.generate.setEnabled(False)
+            self.generate.setToolTip("No generation methods are installed in this build; open a saved scene instead.")
+        self.method.currentIndexChanged.connect(self._method_changed)
+        self._method_changed()
+
+    def _method_changed(self) -> None:
+        name = self.method.currentData()
+        self.preset.clear()
+        if not name:
+            self.form.setRowVisible(self.image_row, False)
+            self.form.setRowVisible(self.thumbnail, False)
+            return
+        self.model.form.pipeline = name
+        self.preset.addItems(self.model.presets(name))
+        inputs = self.model.pipeline_info(name).inputs
+        self.prompt.setEnabled("prompt" in inputs)
+        self.form.setRowVisible(self.image_row, "image" in inputs)
+        self.form.setRowVisible(self.thumbnail, "image" in inputs)
+
+    def _browse_image(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Input image", "", "Images (*.png *.jpg *.jpeg *.webp *.bmp)")
+        if path:
+            self.window_.set_input_image(path)
+
+    def read_form(self) -> None:
+        """Copy the widgets into the model's form."""
+        form = self.model.form
+        form.pipeline = self.method.currentData() or ""
+        form.prompt = self.prompt.toPlainText()
+        form.preset = self.preset.currentText()
+        form.seed = self.seed.value()
+        if self.image.text():
+            form.inputs["image"] = self.image.text()
+
+
+class TimelineBar(QWidget):
+    """Play / pause, loop, frame slider, fps and the time readout."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__()
+        self.model = window.model
+        timeline = self.model.timeline
+        row = QHBoxLayout(self)
+        row.setContentsMargins(6, 2, 6, 2)
+        self.play = QToolButton()
+        self.play.setText("▶")
+        self.play.setCheckable(True)
+        self.play.setToolTip("Play / pause (Space)")
+        self.play.toggled.connect(window.set_playing)
+        self.loop = QCheckBox("Loop")
+        self.loop.setChecked(timeline.loop)
+        self.loop.toggled.connect(lambda on: setattr(timeline, "loop", on))
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, timeline.frames - 1)
+        self.slider.valueChanged.connect(self.model.set_frame)
+        self.fps = QDoubleSpinBox()
+        self.fps.setRange(1, 120)
+        self.fps.setValue(timeline.fps)
+        self.fps.setSuffix(" fps")
+        self.fps.valueChanged.connect(window.set_fps)
+        self.readout = QLabel(timeline.readout())
+        self.readout.setMinimumWidth(170)
+        for widget in (self.play, self.loop, self.slider, self.fps, self.readout):
+            row.addWidget(widget, stretch=1 if widget is self.slider else 0)
+        self.model.time_changed.connect(self.refresh)
+
+    def refresh(self, *_) -> None:
+        timeline = self.model.timeline
+        if self.slider.value() != timeline.frame:
+            self.slider.blockSignals(True)
+            self.slider.setValue(timeline.frame)
+            self.slider.blockSignals(False)
+        self.readout.setText(timeline.readout())
+        if self.play.isChecked() != timeline.playing:
+            self.play.blockSignals(True)
+            self.play.setChecked(timeline.playing)
+            self.play.blockSignals(False)
+        self.play.setText("⏸" if timeline.playing else "▶")
+
+
+class JobCard(QWidget):
+    """One job: title, progress, stage and ETA, live preview, cancel / resume."""
+
+    def __init__(self, window: MainWindow, view: JobView) -> None:
+        super().__init__()
+        self.view = view
+        layout = QVBoxLayout(self)
+        self.title = QLabel(view.title)
+        self.title.setWordWrap(True)
+        self.title.setStyleSheet("font-weight: bold")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.stage = QLabel()
+        self.preview = QLabel()
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        buttons = QHBoxLayout()
+        self.cancel = QPushButton("Cancel")
+        self.cancel.clicked.connect(lambda: window.guarded(window.model.cancel, self.view))
+        self.resume = QPushButton("Resume")
+        self.resume.clicked.connect(lambda: window.guarded(window.model.resume, self.view))
+        self.show_result = QPushButton("Show")
+        self.show_result.clicked.connect(lambda: window.guarded(window.model.open_scene, self.view.scene_path))
+        for button in (self.cancel, self.resume, self.show_result):
+            buttons.addWidget(button)
+        for widget in (self.title, self.progress, self.stage, self.preview):
+            layout.addWidget(widget)
+        layout.addLayout(buttons)
+        self._preview_id = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        view = self.view
+        self.progress.setValue(int(view.fraction * 1000))
+        loss = f"   loss {view.loss_history[-1]:.4g}" if view.loss_history else ""
+        self.stage.setText(f"{view.status} · {view.stage}   {view.eta_text()}{loss}".strip())
+        if view.preview is not None and id(view.preview) != self._preview_id:
+            self._preview_id = id(view.preview)
+            self.preview.setPixmap(to_pixmap(view.preview))
+        self.cancel.setEnabled(not view.finished)
+        self.resume.setVisible(view.resumable)
+        self.show_result.setEnabled(view.scene_path is not None)
+
+
+class JobsPanel(QScrollArea):
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__()
+        self.window_ = window
+        self.setWidgetResizable(True)
+        inner = QWidget()
+        self.column = QVBoxLayout(inner)
+        self.empty = QLabel("No jobs yet. Generate something from the create panel.")
+        self.empty.setWordWrap(True)
+        self.column.addWidget(self.empty)
+        self.column.addStretch(1)
+        self.setWidget(inner)
+        self.cards: dict[int, JobCard] = {}
+        window.model.jobs_changed.connect(self.refresh)
+
+    def refresh(self) -> None:
+        for view in self.window_.model.jobs:
+            card = self.cards.get(id(view))
+            if card is None:
+                card = self.cards[id(view)] = JobCard(self.window_, view)
+                self.column.insertWidget(0, card)
+            card.refresh()
+        self.empty.setVisible(not self.cards)
+
+
+class ExportDialog(QDialog):
+    """Format, time, frame count, resolution and output path of an export."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.setWindowTitle("Export")
+        model = window.model
+        form = QFormLayout(self)
+        self.format = QComboBox()
+        self.format.addItems(model.export_formats())
+        self.t = QDoubleSpinBox()
+        self.t.setRange(*model.timeline.time_range)
+        self.t.setDecimals(3)
+        self.t.setValue(model.timeline.t)
+        self.frames = QSpinBox()
+        self.frames.setRange(1, 1000)
+        self.frames.setValue(24)
+        self.resolution = QSpinBox()
+        self.resolution.setRange(16, 1024)
+        self.resolution.setValue(128)
+        self.path = QLineEdit(str(Path.cwd() / "export.glb"))
+        self.format.currentTextChanged.connect(self._suffix)
+        for label, widget in (("Format", self.format), ("Time", self.t), ("Frames", self.frames),
+                              ("Resolution", self.resolution), ("Output", self.path)):
+            form.addRow(label, widget)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _suffix(self, fmt: str) -> None:
+        suffix = {"gltf-anim": ".glb", "3dgs-ply": ".ply"}.get(fmt, f".{fmt}")
+        self.path.setText(str(Path(self.path.text()).with_suffix(suffix)))
+
+    def request(self) -> ExportRequest:
+        return ExportRequest(path=Path(self.path.text()), format=self.format.currentText(), t=self.t.value(),
+                             frames=self.frames.value(), resolution=self.resolution.value())
+
+
+# ------------------------------------------------------------------------------------------ window
+class MainWindow(QMainWindow):
+    def __init__(self, model: StudioModel, viewer_url: str | None, hide_browser_notices: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.hide_browser_notices = hide_browser_notices
+        self.setWindowTitle("fourd studio")
+        self.resize(1400, 860)
+        self.setAcceptDrops(True)
+        self.error_box: QMessageBox | None = None
+        #: Sentences shown in error dialogs, most recent last (the tests read it).
+        self.errors: list[str] = []
+
+        self.view = self._make_view(viewer_url)
+        self.timeline_bar = TimelineBar(self)
+        centre = QWidget()
+        column = QVBoxLayout(centre)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.view, stretch=1)
+        column.addWidget(self.timeline_bar)
+        self.setCentralWidget(centre)
+
+        self.create_panel = CreatePanel(self)
+        self.jobs_panel = JobsPanel(self)
+        for title, widget, area in (("Create", self.create_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
+                                    ("Jobs", self.jobs_panel, Qt.DockWidgetArea.RightDockWidgetArea)):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(title)
+            dock.setWidget(widget)
+            dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                             | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+            self.addDockWidget(area, dock)
+        self._make_toolbar()
+
+        self.poll_timer = QTimer(self)
+        self.poll_timer.setInterval(100)
+        self.poll_timer.timeout.connect(lambda: self.guarded(model.poll_jobs))
+        self.poll_timer.start()
+        self.play_timer = QTimer(self)
+        self.play_timer.timeout.connect(model.tick)
+        self.set_fps(model.timeline.fps)
+        model.scene_changed.connect(self._scene_changed)
+        self.statusBar().showMessage("Ready")
+
+    def _make_view(self, url: str | None) -> QWidget:
+        if url is None:
+            return QLabel("No viewer.")
+        from PySide6.QtWebEngineWidgets import QWebEngineView
+
+        view = QWebEngineView()
+        view.setMinimumSize(480, 360)
+        if self.hide_browser_notices:
+            from PySide6.QtWebEngineCore import QWebEngineScript
+
+            # viser warns about software WebGL in a toast; the studio chose software GL on purpose.
+            script = QWebEngineScript()
+            script.setName("hide-notices")
+            script.setInjectionPoint(QWebEngineScript.InjectionPoint.DocumentReady)
+            script.setWorldId(QWebEngineScript.ScriptWorldId.ApplicationWorld)
+            script.setSourceCode("const s = document.createElement('style');"
+                                 "s.textContent = '.mantine-Notifications-root { display: none !important; }';"
+                                 "document.head.appendChild(s);")
+            view.page().scripts().insert(script)
+        view.load(QUrl(url))
+        return view
+
+    def _make_toolbar(self) -> None:
+        bar = self.addToolBar("Main")
+        bar.setObjectName("main-toolbar")
+        open_action = QAction("Open scene…", self)
+        open_action.triggered.connect(self._open_scene_dialog)
+        bar.addAction(open_action)
+        self.export_action = QAction("Export…", self)
+        self.export_action.triggered.connect(self.export)
+        bar.addAction(self.export_action)
+        bar.addSeparator()
+        for preset in ("front", "side", "top", "reset"):
+            action = QAction(preset.capitalize(), self)
+            action.setToolTip(f"Camera: {preset} view")
+            action.triggered.connect(lambda _=False, p=preset: self.model.set_camera(p))
+            bar.addAction(action)
+        self._update_export_action()
+
+    def _update_export_action(self) -> None:
+        available = self.model.export_available()
+        self.export_action.setEnabled(available and self.model.scene is not None)
+        if not available:
+            self.export_action.setToolTip("Exporting is not available in this build (renderers.export is missing).")
+        elif self.model.scene is None:
+            self.export_action.setToolTip("Generate or open a scene to export it.")
+        else:
+            self.export_action.setToolTip("Export the current scene.")
+
+    # ------------------------------------------------------------ actions
+    def guarded(self, action, *args):
+        """Run a model action; a StudioError becomes an error dialog."""
+        try:
+            return action(*args)
+        except StudioError as err:
+            self.show_error(str(err))
+            return None
+
+    def show_error(self, message: str) -> None:
+        self.errors.append(message)
+        self.statusBar().showMessage(message, 10_000)
+        box = QMessageBox(QMessageBox.Icon.Warning, "fourd studio", message, QMessageBox.StandardButton.Ok, self)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()  # not exec(): the event loop (jobs, viewer) keeps running
+        self.error_box = box
+
+    def generate(self) -> None:
+        self.create_panel.read_form()
+        view = self.guarded(self.model.generate)
+        if view is not None:
+            self.statusBar().showMessage(f"Started {view.title}", 5000)
+
+    def set_input_image(self, path: str) -> bool:
+        """Use ``path`` as the input image after checking it reads as a picture."""
+        from studio.model import check_image
+
+        image = self.guarded(check_image, path)
+        if image is None:
+            return False
+        self.create_panel.image.setText(str(path))
+        self.model.form.inputs["image"] = str(path)
+        self.create_panel.thumbnail.setPixmap(to_pixmap(image, 120))
+        self.create_panel.form.setRowVisible(self.create_panel.thumbnail, True)
+        return True
+
+    def open_scene(self, directory: str) -> bool:
+        """Load a saved scene folder into the viewer; False (and an error dialog) when it cannot."""
+        try:
+            self.model.open_scene(directory)
+        except StudioError as err:
+            self.show_error(str(err))
+            return False
+        return True
+
+    def _open_scene_dialog(self) -> None:
+        directory = QFileDialog.getExistingDirectory(self, "Open a saved scene folder")
+        if directory:
+            self.open_scene(directory)
+
+    def export(self) -> None:
+        dialog = ExportDialog(self)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            written = self.guarded(self.model.export, dialog.request())
+            if written is not None:
+                self.statusBar().showMessage(f"Exported {written}", 10_000)
+
+    def set_playing(self, playing: bool) -> None:
+        self.model.set_playing(playing)
+        self.timeline_bar.refresh()
+
+    def set_fps(self, fps: float) -> None:
+        self.model.timeline.fps = fps
+        self.play_timer.setInterval(max(1, int(round(1000 / fps))))
+        if not self.play_timer.isActive():
+            self.play_timer.start()
+
+    def _scene_changed(self, scene) -> None:
+        self._update_export_action()
+        self.timeline_bar.refresh()
+        if scene is not None:
+            self.statusBar().showMessage(f"Showing {self.model.scene_source or scene.kind}", 5000)
+
+    # ------------------------------------------------------------ drag and drop
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        for url in event.mimeData().urls():
+            path = Path(url.toLocalFile())
+            if path.is_dir():
+                self.open_scene(str(path))
+            else:
+                self.set_input_image(str(path))
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        if event.key() == Qt.Key.Key_Space:
+            self.timeline_bar.play.toggle()
+        else:
+            super().keyPressEvent(event)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self.poll_timer.stop()
+        self.play_timer.stop()
+        super().closeEvent(event)
