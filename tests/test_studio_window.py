@@ -1,0 +1,116 @@
+"""The main window, offscreen: it opens, scrubbing moves the viewer, jobs run from the create panel,
+and bad input shows an error dialog instead of crashing."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6.QtWebEngineWidgets")
+
+from studio.webengine import apply_chromium_flags  # noqa: E402
+
+apply_chromium_flags()  # before pytest-qt creates the QApplication
+
+import PySide6.QtWebEngineWidgets  # noqa: E402, F401  (must load before the QApplication exists)
+from PySide6.QtCore import Qt  # noqa: E402
+from studio_jobs_standin import REGISTRY, JobRunner, ensure_jobs_module  # noqa: E402
+
+from studio.demo_scene import BouncingBall  # noqa: E402
+from studio.model import StudioModel  # noqa: E402
+from studio.viewer import Viewer  # noqa: E402
+
+pytestmark = pytest.mark.qt
+
+
+@pytest.fixture(scope="module")
+def viewer():
+    v = Viewer()
+    yield v
+    v.close()
+
+
+@pytest.fixture
+def window(qtbot, viewer, tmp_path, monkeypatch):
+    from studio.window import MainWindow
+
+    ensure_jobs_module(monkeypatch)
+    model = StudioModel(viewer=viewer, runner=JobRunner(tmp_path / "runs"), registry=REGISTRY)
+    win = MainWindow(model, viewer.url)
+    qtbot.addWidget(win)
+    win.show()
+    model.set_scene(BouncingBall(count=300), "demo")
+    yield win
+    win.close()
+
+
+def test_the_window_opens_with_its_panels_and_loads_the_viewer(qtbot, viewer):
+    from studio.window import MainWindow
+
+    model = StudioModel(viewer=viewer)
+    win = MainWindow(model, viewer.url)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.view.loadFinished, timeout=60_000) as loaded:
+        win.show()
+    assert loaded.args == [True]
+    assert win.view.url().toString().rstrip("/") == viewer.url
+    assert win.create_panel.isVisible() and win.jobs_panel.isVisible() and win.timeline_bar.isVisible()
+    # without the exporters the export action is off and says why
+    if not model.export_available():
+        assert not win.export_action.isEnabled() and "not available" in win.export_action.toolTip()
+
+
+def test_scrubbing_the_slider_changes_the_viewer_time(window, viewer):
+    slider = window.timeline_bar.slider
+    slider.setValue(30)
+    assert window.model.timeline.frame == 30
+    assert viewer.wait_idle()
+    assert viewer.displayed_time == pytest.approx(30 / 47)
+    assert "frame 31/48" in window.timeline_bar.readout.text()
+    slider.setValue(0)
+    assert viewer.wait_idle() and viewer.displayed_time == 0.0
+
+
+def test_play_advances_frames(window, qtbot):
+    window.set_fps(100)
+    window.timeline_bar.play.setChecked(True)
+    qtbot.waitUntil(lambda: window.model.timeline.frame >= 5, timeout=5000)
+    window.timeline_bar.play.setChecked(False)
+    assert not window.model.timeline.playing
+
+
+def test_a_bad_image_shows_an_error_dialog_not_a_crash(window, tmp_path):
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"\x00\x01 not a jpeg at all")
+    assert window.set_input_image(str(bad)) is False
+    assert window.error_box is not None and window.error_box.isVisible()
+    assert "holiday.jpg" in window.errors[-1] and "not an image" in window.errors[-1]
+    window.error_box.close()
+    assert window.open_scene(str(tmp_path)) is False  # a folder that is not a scene
+    assert "not a saved scene" in window.errors[-1]
+    assert window.isVisible()
+
+
+def test_generate_runs_a_job_into_the_viewer_and_cancel_resume_work(window, viewer, qtbot):
+    panel = window.create_panel
+    assert panel.generate.isEnabled()
+    panel.prompt.setPlainText("a blue ball")
+    panel.preset.setCurrentText("standard")
+    qtbot.mouseClick(panel.generate, Qt.MouseButton.LeftButton)
+    assert len(window.model.jobs) == 1
+    view = window.model.jobs[0]
+    qtbot.waitUntil(lambda: view.fraction > 0.1, timeout=10_000)
+    card = window.jobs_panel.cards[id(view)]
+    qtbot.mouseClick(card.cancel, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.status == "cancelled", timeout=10_000)
+    qtbot.waitUntil(lambda: card.resume.isVisible(), timeout=2000)
+    qtbot.mouseClick(card.resume, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.status == "done", timeout=20_000)
+    qtbot.waitUntil(lambda: window.model.scene_source == view.scene_path, timeout=5000)
+    assert card.progress.value() == 1000 and card.preview.pixmap() is not None
+    assert viewer.wait_idle() and viewer.scene is window.model.scene and viewer.error is None
+
+
+def test_an_empty_prompt_is_an_error_dialog(window):
+    window.create_panel.prompt.setPlainText("")
+    window.generate()
+    assert "needs a prompt" in window.errors[-1] and not window.model.jobs
