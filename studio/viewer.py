@@ -116,6 +116,11 @@ class Viewer:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def client_count(self) -> int:
+        """Browsers (or embedded views) connected now."""
+        return len(self.server.get_clients())
+
     def show(self, scene: Scene | None, t: float | None = None) -> None:
         """Show ``scene`` (None clears the view) at time ``t`` (the current time when None)."""
         with self._wake:
