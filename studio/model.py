@@ -180,6 +180,19 @@ class CreateForm:
     preset: str = "preview"
     seed: int = 0
     inputs: dict[str, str] = field(default_factory=dict)
+    #: Advanced config overrides as typed, ``{"render.resolution": "64"}``; empty text means the preset's value.
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+def parse_override(text: str) -> Any:
+    """A typed value from what the user typed, read as a TOML value (``64``, ``0.5``, ``true``, ``[1, 2]``);
+    anything else is kept as a string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
 
 
 @dataclass
@@ -267,6 +280,25 @@ class StudioModel:
             return []
         return list(info.config_cls.presets) or ["default"]
 
+    def advanced_fields(self, name: str | None = None, preset: str | None = None) -> list[tuple[str, Any, str]]:
+        """``(dotted key, value in the preset, help)`` for every config field of a pipeline (the advanced panel)."""
+        from pipelines.config import config_fields, config_to_dict
+
+        try:
+            info = self.pipeline_info(name)
+            cls = info.config_cls
+            config = cls.preset(preset or self.form.preset) if cls.presets else cls()
+        except (StudioError, ValueError):
+            return []
+        values = config_to_dict(config)
+        out = []
+        for key, _tp, default, help_text in config_fields(cls):
+            node = values
+            for part in key.split("."):
+                node = node.get(part, default) if isinstance(node, dict) else default
+            out.append((key, node, help_text))
+        return out
+
     def build_spec(self, form: CreateForm | None = None):
         """The ``JobSpec`` the form describes, or StudioError naming the field that is wrong."""
         form = form or self.form
@@ -288,9 +320,12 @@ class StudioModel:
                 if not path or not Path(path).exists():
                     raise StudioError(f"{info.title} needs an input {name} file.")
                 inputs[name] = str(path)
+        overrides = {key: parse_override(text) for key, text in form.overrides.items() if text.strip()}
         try:
             config = info.config_cls.preset(form.preset) if info.config_cls.presets else info.config_cls()
-        except ValueError as err:  # ConfigError names the preset
+            if overrides:
+                config = config.override(overrides)
+        except ValueError as err:  # ConfigError names the preset or the key
             raise StudioError(str(err)) from None
         if not 0 <= int(form.seed) < 2**31:
             raise StudioError(f"The seed must be between 0 and {2**31 - 1}, not {form.seed}.")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, QUrl
-from PySide6.QtGui import QAction, QImage, QPixmap
+from PySide6.QtCore import QPointF, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -48,6 +49,27 @@ def to_pixmap(image: np.ndarray, max_side: int = 220) -> QPixmap:
     qimage = QImage(image.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
     return QPixmap.fromImage(qimage).scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio,
                                             Qt.TransformationMode.SmoothTransformation)
+
+
+def sparkline(values: list[float], width: int = 220, height: int = 36) -> QPixmap:
+    """A loss curve as a small picture (log scale when the values span more than a decade)."""
+    pixmap = QPixmap(width, height)
+    pixmap.fill(QColor(250, 250, 250))
+    data = np.asarray(values, dtype=np.float64)
+    data = data[np.isfinite(data)]
+    if len(data) >= 2:
+        if data.min() > 0 and data.max() / data.min() > 10:
+            data = np.log10(data)
+        lo, hi = float(data.min()), float(data.max())
+        span = hi - lo or 1.0
+        xs = np.linspace(2, width - 2, len(data))
+        ys = height - 3 - (data - lo) / span * (height - 6)
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QPen(QColor(40, 110, 200), 1.5))
+        painter.drawPolyline(QPolygonF([QPointF(float(x), float(y)) for x, y in zip(xs, ys)]))
+        painter.end()
+    return pixmap
 
 
 # ------------------------------------------------------------------------------------------ panels
@@ -89,6 +111,13 @@ class CreatePanel(QWidget):
         form.addRow("", self.thumbnail)
         form.addRow("Preset", self.preset)
         form.addRow("Seed", self.seed)
+        self.advanced = QGroupBox("Advanced")
+        self.advanced.setCheckable(True)
+        self.advanced.setChecked(False)
+        self.advanced_form = QFormLayout(self.advanced)
+        self.advanced_edits: dict[str, QLineEdit] = {}
+        self.advanced.toggled.connect(self._show_advanced)
+        form.addRow(self.advanced)
         form.addRow(self.generate)
         pipelines = self.model.pipelines()
         for info in pipelines:
@@ -99,6 +128,7 @@ class CreatePanel(QWidget):
             self.generate.setEnabled(False)
             self.generate.setToolTip("No generation methods are installed in this build; open a saved scene instead.")
         self.method.currentIndexChanged.connect(self._method_changed)
+        self.preset.currentTextChanged.connect(self._fill_advanced)
         self._method_changed()
 
     def _method_changed(self) -> None:
@@ -109,11 +139,35 @@ class CreatePanel(QWidget):
             self.form.setRowVisible(self.thumbnail, False)
             return
         self.model.form.pipeline = name
+        self.preset.blockSignals(True)
         self.preset.addItems(self.model.presets(name))
+        self.preset.blockSignals(False)
+        self._fill_advanced()
         inputs = self.model.pipeline_info(name).inputs
         self.prompt.setEnabled("prompt" in inputs)
         self.form.setRowVisible(self.image_row, "image" in inputs)
         self.form.setRowVisible(self.thumbnail, "image" in inputs)
+
+    def _fill_advanced(self, *_) -> None:
+        """One line per config field; empty means the preset's value, shown as the placeholder."""
+        while self.advanced_form.rowCount():
+            self.advanced_form.removeRow(0)
+        self.advanced_edits.clear()
+        name = self.method.currentData()
+        if not name:
+            self.advanced.setVisible(False)
+            return
+        for key, value, help_text in self.model.advanced_fields(name, self.preset.currentText()):
+            edit = QLineEdit()
+            edit.setPlaceholderText(str(value))
+            edit.setToolTip(help_text or key)
+            self.advanced_form.addRow(key, edit)
+            self.advanced_edits[key] = edit
+        self._show_advanced(self.advanced.isChecked())
+
+    def _show_advanced(self, on: bool) -> None:
+        for row in range(self.advanced_form.rowCount()):
+            self.advanced_form.setRowVisible(row, on)
 
     def _browse_image(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Input image", "", "Images (*.png *.jpg *.jpeg *.webp *.bmp)")
@@ -129,6 +183,7 @@ class CreatePanel(QWidget):
         form.seed = self.seed.value()
         if self.image.text():
             form.inputs["image"] = self.image.text()
+        form.overrides = {key: edit.text() for key, edit in self.advanced_edits.items() if edit.text().strip()}
 
 
 class TimelineBar(QWidget):
@@ -189,6 +244,8 @@ class JobCard(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.stage = QLabel()
+        self.loss = QLabel()
+        self.loss.setToolTip("loss")
         self.preview = QLabel()
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
         buttons = QHBoxLayout()
@@ -200,10 +257,11 @@ class JobCard(QWidget):
         self.show_result.clicked.connect(lambda: window.guarded(window.model.open_scene, self.view.scene_path))
         for button in (self.cancel, self.resume, self.show_result):
             buttons.addWidget(button)
-        for widget in (self.title, self.progress, self.stage, self.preview):
+        for widget in (self.title, self.progress, self.stage, self.loss, self.preview):
             layout.addWidget(widget)
         layout.addLayout(buttons)
         self._preview_id = None
+        self._loss_len = 0
         self.refresh()
 
     def refresh(self) -> None:
@@ -214,6 +272,10 @@ class JobCard(QWidget):
         if view.preview is not None and id(view.preview) != self._preview_id:
             self._preview_id = id(view.preview)
             self.preview.setPixmap(to_pixmap(view.preview))
+        if len(view.loss_history) != self._loss_len:
+            self._loss_len = len(view.loss_history)
+            self.loss.setPixmap(sparkline(view.loss_history))
+        self.loss.setVisible(self._loss_len >= 2)
         self.cancel.setEnabled(not view.finished)
         self.resume.setVisible(view.resumable)
         self.show_result.setEnabled(view.scene_path is not None)
@@ -449,6 +511,24 @@ class MainWindow(QMainWindow):
         if scene is not None:
             self.statusBar().showMessage(f"Showing {self.model.scene_source or scene.kind}", 5000)
 
+    def confirm_close(self, running: int) -> bool:
+        """Ask what to do with running jobs; False keeps the window open."""
+        box = QMessageBox(QMessageBox.Icon.Question, "fourd studio",
+                          f"{running} job{'s are' if running > 1 else ' is'} still running.", parent=self)
+        box.setInformativeText("Cancel them (they can resume later from their last checkpoint) "
+                               "or keep them running in the background?")
+        cancel = box.addButton("Cancel jobs", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep running", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        if box.clickedButton() is cancel:
+            self.model.shutdown(cancel_running=True)
+            return True
+        if box.clickedButton() is keep:
+            self.model.shutdown(cancel_running=False)
+            return True
+        return False
+
     # ------------------------------------------------------------ drag and drop
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt API)
         if event.mimeData().hasUrls():
@@ -469,6 +549,10 @@ class MainWindow(QMainWindow):
             super().keyPressEvent(event)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        running = self.model.running_jobs()
+        if running and not self.confirm_close(len(running)):
+            event.ignore()
+            return
         self.poll_timer.stop()
         self.play_timer.stop()
         super().closeEvent(event)

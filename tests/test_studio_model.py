@@ -157,3 +157,15 @@ def test_export_is_unavailable_until_the_exporters_land(model):
 def test_camera_presets_go_to_the_viewer(model):
     model.set_camera("top")
     assert model.viewer.cameras == ["top"]
+
+
+def test_advanced_overrides_reach_the_config(model):
+    fields = dict((key, value) for key, value, _ in model.advanced_fields("ball", "standard"))
+    assert fields == {"steps": 40, "step_s": 0.05}
+    model.form.pipeline, model.form.prompt, model.form.preset = "ball", "a ball", "standard"
+    model.form.overrides = {"steps": "3", "step_s": " "}
+    spec = model.build_spec()
+    assert spec.config.steps == 3 and spec.config.step_s == 0.05
+    model.form.overrides = {"steps": "many"}
+    with pytest.raises(StudioError, match="'steps' must be an integer"):
+        model.build_spec()

@@ -114,3 +114,38 @@ def test_an_empty_prompt_is_an_error_dialog(window):
     window.create_panel.prompt.setPlainText("")
     window.generate()
     assert "needs a prompt" in window.errors[-1] and not window.model.jobs
+
+
+def test_advanced_fields_come_from_the_config_and_override_it(window, qtbot):
+    panel = window.create_panel
+    panel.preset.setCurrentText("standard")
+    assert set(panel.advanced_edits) == {"steps", "step_s"}
+    assert panel.advanced_edits["steps"].placeholderText() == "40"
+    panel.advanced.setChecked(True)
+    panel.advanced_edits["steps"].setText("2")
+    panel.prompt.setPlainText("a ball")
+    window.generate()
+    view = window.model.jobs[-1]
+    assert view.job.spec.config.steps == 2
+    qtbot.waitUntil(lambda: view.status == "done", timeout=20_000)
+    card = window.jobs_panel.cards[id(view)]
+    qtbot.waitUntil(lambda: card.loss.isVisible(), timeout=5000)
+
+
+def test_sparkline_draws_the_curve(qapp):
+    import numpy as np
+
+    from studio.screenshots import colourful_pixels
+    from studio.window import sparkline
+
+    def drawn(values):
+        image = sparkline(values).toImage()
+        from PySide6.QtGui import QImage
+
+        image = image.convertToFormat(QImage.Format.Format_RGB888)
+        data = np.frombuffer(image.constBits(), np.uint8, count=image.bytesPerLine() * image.height())
+        rows = data.reshape(image.height(), image.bytesPerLine())[:, : image.width() * 3]
+        return colourful_pixels(rows.reshape(image.height(), image.width(), 3))
+
+    assert drawn([1.0, 0.5, 0.1, 0.05]) > 20
+    assert drawn([]) == 0
