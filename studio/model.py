@@ -393,6 +393,39 @@ class StudioModel:
         self.jobs_changed.emit()
         return view
 
+    # ------------------------------------------------------------ library of past runs
+    def library(self) -> list:
+        """Past runs, newest first (``RunInfo``: run_dir, spec, status, created, thumbnail); empty
+        without the jobs layer."""
+        try:
+            from pipelines.jobs import list_runs
+        except ImportError:
+            return []
+        return list(list_runs(self.runs_root))
+
+    def open_run(self, run) -> None:
+        """Show a past run's final scene (or, while it has none, its newest scene update)."""
+        run_dir = Path(run.run_dir)
+        candidates = [getattr(run, "result_dir", None), run_dir / "result"]
+        candidates += sorted((run_dir / "scenes").glob("*"), reverse=True) if (run_dir / "scenes").is_dir() else []
+        for candidate in candidates:
+            if candidate is not None and (Path(candidate) / "scene.json").is_file():
+                self.open_scene(candidate)
+                return
+        raise StudioError(f"The run '{run_dir.name}' has no scene yet ({run.status}).")
+
+    def resume_run(self, run_dir: str | Path) -> JobView:
+        """Resume a past run from its folder (a cancelled or interrupted job from the library)."""
+        try:
+            job = self.runner.resume(Path(run_dir))
+        except (ValueError, KeyError, OSError, RuntimeError) as err:
+            raise StudioError(str(err).strip("'\"")) from None
+        view = JobView(job=job, title=f"{job.spec.pipeline}: {Path(run_dir).name}", stage="resuming")
+        self.jobs.append(view)
+        self.followed = view
+        self.jobs_changed.emit()
+        return view
+
     def shutdown(self, cancel_running: bool = True) -> None:
         if self._runner is not None:
             self._runner.shutdown(cancel_running=cancel_running)

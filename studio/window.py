@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QPointF, Qt, QTimer, QUrl
-from PySide6.QtGui import QAction, QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
+from PySide6.QtGui import QAction, QColor, QIcon, QImage, QPainter, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,6 +24,8 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
@@ -306,6 +308,62 @@ class JobsPanel(QScrollArea):
         self.empty.setVisible(not self.cards)
 
 
+class LibraryPanel(QWidget):
+    """Past runs with thumbnails; double-click opens a run's scene, Resume continues an interrupted one."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__()
+        self.window_ = window
+        column = QVBoxLayout(self)
+        self.list = QListWidget()
+        self.list.setIconSize(QPixmap(96, 96).size())
+        self.list.itemDoubleClicked.connect(self._open)
+        buttons = QHBoxLayout()
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh)
+        self.resume = QPushButton("Resume")
+        self.resume.clicked.connect(self._resume)
+        buttons.addWidget(refresh)
+        buttons.addWidget(self.resume)
+        column.addWidget(self.list)
+        column.addLayout(buttons)
+        self.runs: list = []
+        self._finished = 0
+        window.model.jobs_changed.connect(self._jobs_changed)
+        self.refresh()
+
+    def _jobs_changed(self) -> None:
+        finished = sum(view.finished for view in self.window_.model.jobs)
+        if finished != self._finished:
+            self._finished = finished
+            self.refresh()
+
+    def refresh(self) -> None:
+        self.runs = self.window_.model.library()
+        self.list.clear()
+        for run in self.runs:
+            spec = run.spec
+            title = spec.inputs.get("prompt", spec.pipeline) if spec is not None else run.run_dir.name
+            item = QListWidgetItem(f"{title}\n{run.status} · {run.run_dir.name}")
+            if run.thumbnail is not None:
+                item.setIcon(QIcon(str(run.thumbnail)))
+            self.list.addItem(item)
+
+    def _selected(self):
+        row = self.list.currentRow()
+        return self.runs[row] if 0 <= row < len(self.runs) else None
+
+    def _open(self, *_) -> None:
+        run = self._selected()
+        if run is not None:
+            self.window_.guarded(self.window_.model.open_run, run)
+
+    def _resume(self) -> None:
+        run = self._selected()
+        if run is not None:
+            self.window_.guarded(self.window_.model.resume_run, run.run_dir)
+
+
 class ExportDialog(QDialog):
     """Format, time, frame count, resolution and output path of an export."""
 
@@ -369,14 +427,19 @@ class MainWindow(QMainWindow):
 
         self.create_panel = CreatePanel(self)
         self.jobs_panel = JobsPanel(self)
+        self.library_panel = LibraryPanel(self)
+        self.docks: dict[str, QDockWidget] = {}
         for title, widget, area in (("Create", self.create_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
-                                    ("Jobs", self.jobs_panel, Qt.DockWidgetArea.RightDockWidgetArea)):
-            dock = QDockWidget(title, self)
+                                    ("Jobs", self.jobs_panel, Qt.DockWidgetArea.RightDockWidgetArea),
+                                    ("Library", self.library_panel, Qt.DockWidgetArea.RightDockWidgetArea)):
+            dock = self.docks[title] = QDockWidget(title, self)
             dock.setObjectName(title)
             dock.setWidget(widget)
             dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                              | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
             self.addDockWidget(area, dock)
+        self.tabifyDockWidget(self.docks["Jobs"], self.docks["Library"])
+        self.docks["Jobs"].raise_()
         self._make_toolbar()
 
         self.poll_timer = QTimer(self)

@@ -36,6 +36,11 @@ def test_toy_fit_runs_from_the_form_to_the_viewer(tmp_path):
         assert view.fraction == 1.0 and view.preview is not None
         assert model.scene is not None and model.scene.kind == "voxels"
         assert viewer.wait_idle(120) and viewer.error is None and viewer.scene is model.scene
+        runs = model.library()
+        assert [run.status for run in runs] == ["done"]
+        model.set_scene(None)
+        model.open_run(runs[0])
+        assert model.scene is not None and model.scene.kind == "voxels"
     finally:
         model.shutdown()
         viewer.close()
