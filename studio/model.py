@@ -9,7 +9,6 @@ jobs API (`pipelines.jobs.JobRunner`, `pipelines.registry`); the viewer is any o
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,7 +196,7 @@ def parse_override(text: str) -> Any:
 
 @dataclass
 class ExportRequest:
-    """What the export dialog asks for; passed to ``renderers.export.export_scene``."""
+    """What the export dialog asks for; passed to ``renderers.export.export``."""
 
     path: Path
     format: str = "glb"
@@ -205,6 +204,19 @@ class ExportRequest:
     frames: int = 24
     resolution: int = 128
     time_range: tuple[float, float] = (0.0, 1.0)
+    overwrite: bool = False
+
+
+# Which of the dialog's settings each export format takes (the others do not apply to it).
+EXPORT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "glb": ("t", "resolution"), "obj": ("t", "resolution"), "ply": ("t", "resolution"),
+    "gltf-anim": ("frames", "resolution", "time_range"), "3dgs-ply": ("t",), "3dgs-seq": ("frames", "time_range"),
+    "mp4": ("t", "frames", "resolution"), "gif": ("t", "frames", "resolution"),
+    "contact-sheet": ("t", "frames", "resolution"), "scene": (),
+}
+# The file name ending each format needs (folders for the others).
+EXPORT_SUFFIX: dict[str, str] = {"glb": ".glb", "obj": ".obj", "ply": ".ply", "gltf-anim": ".glb", "3dgs-ply": ".ply",
+                                 "mp4": ".mp4", "gif": ".gif", "contact-sheet": ".png"}
 
 
 def _registry():
@@ -495,28 +507,26 @@ class StudioModel:
     @staticmethod
     def export_available() -> bool:
         module = _exporter()
-        return module is not None and hasattr(module, "export_scene")
+        return module is not None and hasattr(module, "export")
 
     @staticmethod
     def export_formats() -> list[str]:
         module = _exporter()
-        formats = getattr(module, "FORMATS", None) if module else None
-        return list(formats) if formats else ["glb", "obj", "ply", "gltf-anim", "3dgs-ply", "mp4", "gif"]
+        return list(getattr(module, "FORMATS", {})) if module is not None else []
 
     def export(self, request: ExportRequest) -> Path:
-        """Write the current scene as ``request`` asks; the written path."""
+        """Write the current scene as ``request`` asks (``renderers.export.export``); the written path."""
         if self.scene is None:
             raise StudioError("There is no scene to export yet: generate or open one first.")
         module = _exporter()
-        if module is None or not hasattr(module, "export_scene"):
+        if module is None or not hasattr(module, "export"):
             raise StudioError("Exporting is not available in this build of the studio.")
-        export_scene = module.export_scene
-        wanted = {"format": request.format, "t": request.t, "frames": request.frames,
-                  "resolution": request.resolution, "time_range": request.time_range}
-        accepted = inspect.signature(export_scene).parameters
-        kwargs = {k: v for k, v in wanted.items() if k in accepted}
+        wanted = {"t": request.t, "frames": request.frames, "resolution": request.resolution,
+                  "time_range": request.time_range}
+        options = {k: wanted[k] for k in EXPORT_OPTIONS.get(request.format, ())}
         try:
-            written = export_scene(self.scene, Path(request.path), **kwargs)
-        except (OSError, ValueError) as err:
+            written = module.export(self.scene, Path(request.path), request.format, overwrite=request.overwrite,
+                                    **options)
+        except (OSError, ValueError) as err:  # ExportError is a ValueError with one sentence
             raise StudioError(str(err)) from None
         return Path(written) if written is not None else Path(request.path)

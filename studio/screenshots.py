@@ -149,10 +149,7 @@ def _export_dialog(app, model, window, outdir: Path, saved: list) -> None:
     if not model.export_available():
         print("renderers.export is not installed: skipping the export-dialog screenshot", flush=True)
         return
-    from studio.window import ExportDialog
-
-    dialog = ExportDialog(window)
-    dialog.show()
+    dialog = window.export()
     pump(app, 0.5)
     path = outdir / "export-dialog.png"
     window.grab().save(str(path))

@@ -15,7 +15,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
-    QDialogButtonBox,
     QDockWidget,
     QDoubleSpinBox,
     QFileDialog,
@@ -365,11 +364,14 @@ class LibraryPanel(QWidget):
 
 
 class ExportDialog(QDialog):
-    """Format, time, frame count, resolution and output path of an export."""
+    """Format, time, frame count, resolution and output path; exports in the background with a busy
+    bar, then offers to open the folder."""
 
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
+        self.window_ = window
         self.setWindowTitle("Export")
+        self.setMinimumWidth(480)
         model = window.model
         form = QFormLayout(self)
         self.format = QComboBox()
@@ -377,6 +379,7 @@ class ExportDialog(QDialog):
         self.t = QDoubleSpinBox()
         self.t.setRange(*model.timeline.time_range)
         self.t.setDecimals(3)
+        self.t.setSingleStep(0.05)
         self.t.setValue(model.timeline.t)
         self.frames = QSpinBox()
         self.frames.setRange(1, 1000)
@@ -385,22 +388,120 @@ class ExportDialog(QDialog):
         self.resolution.setRange(16, 1024)
         self.resolution.setValue(128)
         self.path = QLineEdit(str(Path.cwd() / "export.glb"))
-        self.format.currentTextChanged.connect(self._suffix)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        path_row = QHBoxLayout()
+        path_row.addWidget(self.path)
+        path_row.addWidget(browse)
+        self.overwrite = QCheckBox("Replace an existing file")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.export_button = QPushButton("Export")
+        self.export_button.setDefault(True)
+        self.export_button.clicked.connect(self.start)
+        self.open_folder = QPushButton("Open folder")
+        self.open_folder.setEnabled(False)
+        self.open_folder.clicked.connect(self._open_folder)
+        close = QPushButton("Close")
+        close.clicked.connect(self.reject)
+        buttons = QHBoxLayout()
+        for button in (self.export_button, self.open_folder, close):
+            buttons.addWidget(button)
+        self.format.currentTextChanged.connect(self._format_changed)
         for label, widget in (("Format", self.format), ("Time", self.t), ("Frames", self.frames),
-                              ("Resolution", self.resolution), ("Output", self.path)):
+                              ("Resolution", self.resolution)):
             form.addRow(label, widget)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        form.addRow("Output", path_row)
+        form.addRow(self.overwrite)
+        form.addRow(self.progress)
+        form.addRow(self.status)
         form.addRow(buttons)
+        self._thread = None
+        self._result: tuple[Path | None, str | None] | None = None
+        self.written: Path | None = None
+        self._poll = QTimer(self)
+        self._poll.setInterval(50)
+        self._poll.timeout.connect(self._check_done)
+        self._format_changed(self.format.currentText())
 
-    def _suffix(self, fmt: str) -> None:
-        suffix = {"gltf-anim": ".glb", "3dgs-ply": ".ply"}.get(fmt, f".{fmt}")
-        self.path.setText(str(Path(self.path.text()).with_suffix(suffix)))
+    def _format_changed(self, fmt: str) -> None:
+        from studio.model import EXPORT_OPTIONS, EXPORT_SUFFIX
+
+        applies = EXPORT_OPTIONS.get(fmt, ("t", "frames", "resolution"))
+        self.t.setEnabled("t" in applies)
+        self.frames.setEnabled("frames" in applies)
+        self.resolution.setEnabled("resolution" in applies)
+        path = Path(self.path.text())
+        stem = path.with_suffix("") if path.suffix else path
+        self.path.setText(str(stem.with_suffix(EXPORT_SUFFIX[fmt]) if fmt in EXPORT_SUFFIX else stem))
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export to", self.path.text())
+        if path:
+            self.path.setText(path)
 
     def request(self) -> ExportRequest:
-        return ExportRequest(path=Path(self.path.text()), format=self.format.currentText(), t=self.t.value(),
-                             frames=self.frames.value(), resolution=self.resolution.value())
+        model = self.window_.model
+        return ExportRequest(path=Path(self.path.text()).expanduser(), format=self.format.currentText(),
+                             t=self.t.value(), frames=self.frames.value(), resolution=self.resolution.value(),
+                             time_range=model.timeline.time_range, overwrite=self.overwrite.isChecked())
+
+    def start(self) -> None:
+        """Export on a background thread so the window (and running jobs) stay responsive."""
+        import threading
+
+        request = self.request()
+        self._result = None
+        self.export_button.setEnabled(False)
+        self.open_folder.setEnabled(False)
+        self.progress.setRange(0, 0)  # busy
+        self.status.setText(f"Exporting {request.format} to {request.path} …")
+
+        def work():
+            try:
+                self._result = (self.window_.model.export(request), None)
+            except StudioError as err:
+                self._result = (None, str(err))
+
+        self._thread = threading.Thread(target=work, name="export", daemon=True)
+        self._thread.start()
+        self._poll.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _check_done(self) -> None:
+        if self.busy or self._result is None:
+            return
+        self._poll.stop()
+        written, error = self._result
+        self.progress.setRange(0, 1)
+        self.export_button.setEnabled(True)
+        if error is not None:
+            self.progress.setValue(0)
+            self.status.setText(error)
+            self.window_.show_error(error)
+            return
+        self.progress.setValue(1)
+        self.written = written
+        self.status.setText(f"Wrote {written}")
+        self.open_folder.setEnabled(True)
+        self.window_.statusBar().showMessage(f"Exported {written}", 10_000)
+
+    def _open_folder(self) -> None:
+        from PySide6.QtGui import QDesktopServices
+
+        if self.written is not None:
+            folder = self.written if self.written.is_dir() else self.written.parent
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    def reject(self) -> None:
+        if not self.busy:  # an export in flight finishes; files are written whole or not at all
+            super().reject()
 
 
 # ------------------------------------------------------------------------------------------ window
@@ -551,12 +652,13 @@ class MainWindow(QMainWindow):
         if directory:
             self.open_scene(directory)
 
-    def export(self) -> None:
+    def export(self) -> ExportDialog:
+        """Open the export dialog (non-modal for the event loop; modal for the user)."""
         dialog = ExportDialog(self)
-        if dialog.exec() == QDialog.DialogCode.Accepted:
-            written = self.guarded(self.model.export, dialog.request())
-            if written is not None:
-                self.statusBar().showMessage(f"Exported {written}", 10_000)
+        dialog.setWindowModality(Qt.WindowModality.WindowModal)
+        dialog.open()
+        self.export_dialog = dialog
+        return dialog
 
     def set_playing(self, playing: bool) -> None:
         self.model.set_playing(playing)
