@@ -149,13 +149,22 @@ def _export_dialog(app, model, window, outdir: Path, saved: list) -> None:
     if not model.export_available():
         print("renderers.export is not installed: skipping the export-dialog screenshot", flush=True)
         return
+    from PySide6.QtGui import QColor, QPainter
+
     dialog = window.export()
     pump(app, 0.5)
+    # Offscreen, a dialog is its own top-level surface: paint it over the window where it would sit.
+    shot = window.grab()
+    painter = QPainter(shot)
+    painter.fillRect(shot.rect(), QColor(0, 0, 0, 60))
+    panel = dialog.grab()
+    painter.drawPixmap(24, shot.height() - panel.height() - 60, panel)  # beside the 3D view, not over it
+    painter.end()
     path = outdir / "export-dialog.png"
-    window.grab().save(str(path))
-    dialog.grab().save(str(outdir / "export-dialog-only.png"))
+    shot.save(str(path))
     dialog.close()
     saved.append(path)
+    print(f"saved {path}", flush=True)
 
 
 if __name__ == "__main__":

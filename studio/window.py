@@ -138,6 +138,7 @@ class CreatePanel(QWidget):
         if not name:
             self.form.setRowVisible(self.image_row, False)
             self.form.setRowVisible(self.thumbnail, False)
+            self.form.setRowVisible(self.advanced, False)
             return
         self.model.form.pipeline = name
         self.preset.blockSignals(True)
@@ -156,7 +157,6 @@ class CreatePanel(QWidget):
         self.advanced_edits.clear()
         name = self.method.currentData()
         if not name:
-            self.advanced.setVisible(False)
             return
         for key, value, help_text in self.model.advanced_fields(name, self.preset.currentText()):
             edit = QLineEdit()
@@ -397,6 +397,7 @@ class ExportDialog(QDialog):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setTextVisible(False)
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.export_button = QPushButton("Export")
