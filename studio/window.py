@@ -721,4 +721,7 @@ class MainWindow(QMainWindow):
             return
         self.poll_timer.stop()
         self.play_timer.stop()
+        # The page must go before Qt releases the web profile at exit, or Chromium complains.
+        if hasattr(self.view, "page"):
+            self.view.page().deleteLater()
         super().closeEvent(event)
