@@ -413,7 +413,8 @@ class StudioModel:
             from pipelines.jobs import list_runs
         except ImportError:
             return []
-        return list(list_runs(self.runs_root))
+        root = self.runs_root if self.runs_root is not None else getattr(self._runner, "runs_root", None)
+        return list(list_runs(root))
 
     def open_run(self, run) -> None:
         """Show a past run's final scene (or, while it has none, its newest scene update)."""
