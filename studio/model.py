@@ -363,8 +363,8 @@ class StudioModel:
             job = self.runner.submit(spec)
         except (ValueError, KeyError, OSError, RuntimeError) as err:  # preflight: a missing model, a full disk
             raise StudioError(str(err).strip("'\"")) from None
-        title = spec.inputs.get("prompt") or Path(next(iter(spec.inputs.values()), spec.pipeline)).name
-        view = JobView(job=job, title=f"{spec.pipeline}: {title}")
+        subject = spec.inputs.get("prompt") or next((Path(v).name for v in spec.inputs.values()), "")
+        view = JobView(job=job, title=f"{spec.pipeline}: {subject}" if subject else spec.pipeline)
         self.jobs.append(view)
         self.followed = view
         self.jobs_changed.emit()

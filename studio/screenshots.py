@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         _running_job(app, model, window, save)
         _export_dialog(app, model, window, args.outdir, saved)
     finally:
+        model.shutdown(cancel_running=True)
+        window.confirm_on_close = False
         window.close()
-        model.shutdown()
         viewer.close()
     print(f"{len(saved)} screenshots in {args.outdir}")
     return 0
@@ -139,7 +140,7 @@ def _running_job(app, model, window, save) -> None:
         print(f"could not start {info.name}: {window.errors[-1] if window.errors else '?'}", flush=True)
         return
     job = model.jobs[-1]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline and job.preview is None and not job.finished:
         pump(app, 0.2)
     save("running")

@@ -86,6 +86,10 @@ class CreatePanel(QWidget):
         outer.addLayout(form)
         outer.addStretch(1)
         self.method = QComboBox()
+        # Long method titles must not widen the panel and squeeze the viewer.
+        self.method.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.method.setMinimumContentsLength(18)
+        self.setMaximumWidth(380)
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("a red ball bouncing")
         self.prompt.setMaximumHeight(80)
@@ -517,6 +521,8 @@ class MainWindow(QMainWindow):
         self.error_box: QMessageBox | None = None
         #: Sentences shown in error dialogs, most recent last (the tests read it).
         self.errors: list[str] = []
+        #: Ask what to do with running jobs on close (scripts that manage jobs themselves turn it off).
+        self.confirm_on_close = True
 
         self.view = self._make_view(viewer_url)
         self.timeline_bar = TimelineBar(self)
@@ -560,7 +566,8 @@ class MainWindow(QMainWindow):
         from PySide6.QtWebEngineWidgets import QWebEngineView
 
         view = QWebEngineView()
-        view.setMinimumSize(480, 360)
+        # Below about 640 px viser switches to its mobile layout (a bottom sheet over the scene).
+        view.setMinimumSize(640, 400)
         if self.hide_browser_notices:
             from PySide6.QtWebEngineCore import QWebEngineScript
 
@@ -716,7 +723,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         running = self.model.running_jobs()
-        if running and not self.confirm_close(len(running)):
+        if running and self.confirm_on_close and not self.confirm_close(len(running)):
             event.ignore()
             return
         self.poll_timer.stop()
