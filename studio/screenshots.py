@@ -135,6 +135,11 @@ def _running_job(app, model, window, save) -> None:
     panel = window.create_panel
     panel.method.setCurrentIndex(panel.method.findData(info.name))
     panel.prompt.setPlainText("a red ball bouncing")
+    # Previews early, so the shot shows them without waiting for a whole stage.
+    keys = {key for key, _, _ in model.advanced_fields(info.name, "preview")}
+    for key in ("preview_every", "scene_every"):
+        if key in panel.advanced_edits and key in keys:
+            panel.advanced_edits[key].setText("5")
     window.generate()
     if not model.jobs:
         print(f"could not start {info.name}: {window.errors[-1] if window.errors else '?'}", flush=True)
