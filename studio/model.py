@@ -151,6 +151,47 @@ def _read_image(path: str | None) -> np.ndarray | None:
         return None
 
 
+INPUT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "image": (".png", ".jpg", ".jpeg", ".webp", ".bmp"),
+    "video": (".mp4", ".gif", ".webm", ".mov", ".avi"),
+}
+
+
+def example_inputs(kind: str) -> list[Path]:
+    """The bundled example files for an input kind (``image`` or ``video``), sorted by name."""
+    from assets import asset_path
+
+    try:
+        folder = asset_path("examples")
+    except FileNotFoundError:
+        return []
+    suffixes = INPUT_SUFFIXES.get(kind, ())
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
+
+
+def check_input(kind: str, path: str | Path) -> np.ndarray:
+    """Check an input file can be used; a thumbnail ``[H, W, 3]`` uint8 (a video's first frame)."""
+    return check_video(path) if kind == "video" else check_image(path)
+
+
+def check_video(path: str | Path) -> np.ndarray:
+    """The first frame ``[H, W, 3]`` of an input video, or StudioError saying why it cannot be used."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.is_file():
+        raise StudioError(f"The video '{path}' does not exist.")
+    plugin = "pillow" if path.suffix.lower() == ".gif" else "pyav"  # no probing of every imageio plugin
+    try:
+        frame = next(iter(iio.imiter(path, plugin=plugin)))
+    except Exception:
+        raise StudioError(f"'{path.name}' is not a video the studio can read; use an MP4 or GIF file.") from None
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+        frame = np.repeat(frame[..., None], 3, -1)
+    return frame[..., :3].astype(np.uint8)
+
+
 def check_image(path: str | Path) -> np.ndarray:
     """Read an input image ``[H, W, 3]`` uint8, or raise StudioError saying why it cannot be used."""
     import imageio.v3 as iio
@@ -321,12 +362,12 @@ class StudioModel:
                 if not form.prompt.strip():
                     raise StudioError(f"{info.title} needs a prompt: describe the object and its motion.")
                 inputs["prompt"] = form.prompt.strip()
-            elif name == "image":
-                path = form.inputs.get("image")
+            elif name in INPUT_SUFFIXES:
+                path = form.inputs.get(name)
                 if not path:
-                    raise StudioError(f"{info.title} needs an input image.")
-                check_image(path)
-                inputs["image"] = str(path)
+                    raise StudioError(f"{info.title} needs an input {name}.")
+                check_input(name, path)
+                inputs[name] = str(path)
             else:
                 path = form.inputs.get(name)
                 if not path or not Path(path).exists():

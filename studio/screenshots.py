@@ -148,7 +148,7 @@ def _running_job(app, model, window, save) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and job.preview is None and not job.finished:
         pump(app, 0.2)
-    save("running")
+    save("running", min_pixels=0)  # early in a fit the viewer may rightly show nothing yet
 
 
 def _export_dialog(app, model, window, outdir: Path, saved: list) -> None:

@@ -211,19 +211,29 @@ class Viewer:
 
     def _draw(self, scene: Scene | None, t: float) -> None:
         if scene is None:
-            if self._handle is not None:
-                self._handle.remove()
-                self._handle = None
+            self._clear()
             return
         if isinstance(scene, SplatScene):
-            self._handle = self.server.scene.add_gaussian_splats(SCENE_NODE, **splat_arrays(scene, t))
+            arrays = splat_arrays(scene, t)
+            if len(arrays["centers"]) == 0:
+                self._clear()
+                return
+            self._handle = self.server.scene.add_gaussian_splats(SCENE_NODE, **arrays)
             return
         mesh = self._mesh_at(scene, t)
+        if mesh.is_empty:  # e.g. a field early in a fit: show nothing rather than the previous scene
+            self._clear()
+            return
         if mesh.vertex_colors is not None:
             self._handle = self.server.scene.add_mesh_trimesh(SCENE_NODE, mesh.to_trimesh())
         else:
             self._handle = self.server.scene.add_mesh_simple(SCENE_NODE, mesh.vertices, mesh.faces,
                                                              color=(200, 200, 210))
+
+    def _clear(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
     def _mesh_at(self, scene: Scene, t: float):
         key = (id(scene), round(t, 6))

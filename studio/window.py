@@ -38,9 +38,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.model import ExportRequest, JobView, StudioError, StudioModel
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+from studio.model import (
+    INPUT_SUFFIXES,
+    ExportRequest,
+    JobView,
+    StudioError,
+    StudioModel,
+    check_input,
+    example_inputs,
+)
 
 
 def to_pixmap(image: np.ndarray, max_side: int = 220) -> QPixmap:
@@ -93,17 +99,7 @@ class CreatePanel(QWidget):
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("a red ball bouncing")
         self.prompt.setMaximumHeight(80)
-        self.image = QLineEdit()
-        self.image.setPlaceholderText("drop an image here or browse")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_image)
-        image_row = QHBoxLayout()
-        image_row.addWidget(self.image)
-        image_row.addWidget(browse)
-        self.image_row = QWidget()
-        self.image_row.setLayout(image_row)
-        image_row.setContentsMargins(0, 0, 0, 0)
-        self.thumbnail = QLabel()
+        self.pickers = {kind: InputPicker(window, kind) for kind in INPUT_SUFFIXES}
         self.preset = QComboBox()
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
@@ -112,8 +108,8 @@ class CreatePanel(QWidget):
         self.generate.clicked.connect(self.window_.generate)
         form.addRow("Method", self.method)
         form.addRow("Prompt", self.prompt)
-        form.addRow("Image", self.image_row)
-        form.addRow("", self.thumbnail)
+        for kind, picker in self.pickers.items():
+            form.addRow(kind.capitalize(), picker)
         form.addRow("Preset", self.preset)
         form.addRow("Seed", self.seed)
         self.advanced = QGroupBox("Advanced")
@@ -140,8 +136,8 @@ class CreatePanel(QWidget):
         name = self.method.currentData()
         self.preset.clear()
         if not name:
-            self.form.setRowVisible(self.image_row, False)
-            self.form.setRowVisible(self.thumbnail, False)
+            for picker in self.pickers.values():
+                self.form.setRowVisible(picker, False)
             self.form.setRowVisible(self.advanced, False)
             return
         self.model.form.pipeline = name
@@ -151,8 +147,8 @@ class CreatePanel(QWidget):
         self._fill_advanced()
         inputs = self.model.pipeline_info(name).inputs
         self.prompt.setEnabled("prompt" in inputs)
-        self.form.setRowVisible(self.image_row, "image" in inputs)
-        self.form.setRowVisible(self.thumbnail, "image" in inputs)
+        for kind, picker in self.pickers.items():
+            self.form.setRowVisible(picker, kind in inputs)
 
     def _fill_advanced(self, *_) -> None:
         """One line per config field; empty means the preset's value, shown as the placeholder."""
@@ -174,11 +170,6 @@ class CreatePanel(QWidget):
         for row in range(self.advanced_form.rowCount()):
             self.advanced_form.setRowVisible(row, on)
 
-    def _browse_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Input image", "", "Images (*.png *.jpg *.jpeg *.webp *.bmp)")
-        if path:
-            self.window_.set_input_image(path)
-
     def read_form(self) -> None:
         """Copy the widgets into the model's form."""
         form = self.model.form
@@ -186,9 +177,64 @@ class CreatePanel(QWidget):
         form.prompt = self.prompt.toPlainText()
         form.preset = self.preset.currentText()
         form.seed = self.seed.value()
-        if self.image.text():
-            form.inputs["image"] = self.image.text()
+        for kind, picker in self.pickers.items():
+            if picker.path.text():
+                form.inputs[kind] = picker.path.text()
         form.overrides = {key: edit.text() for key, edit in self.advanced_edits.items() if edit.text().strip()}
+
+
+class InputPicker(QWidget):
+    """An input file (image or video): path, browse, bundled examples and a thumbnail; files dropped
+    on the window land here too."""
+
+    def __init__(self, window: MainWindow, kind: str) -> None:
+        super().__init__()
+        self.window_ = window
+        self.kind = kind
+        column = QVBoxLayout(self)
+        column.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        self.path = QLineEdit()
+        self.path.setPlaceholderText(f"drop {'an' if kind[0] in 'aeiou' else 'a'} {kind} here or browse")
+        self.path.editingFinished.connect(lambda: self.path.text() and self.choose(self.path.text()))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row.addWidget(self.path)
+        row.addWidget(browse)
+        column.addLayout(row)
+        self.examples = QComboBox()
+        self.examples.addItem(f"Example {kind}s…", None)
+        for example in example_inputs(kind):
+            self.examples.addItem(example.stem.replace("_", " "), str(example))
+        self.examples.setVisible(self.examples.count() > 1)
+        self.examples.activated.connect(self._example_chosen)
+        column.addWidget(self.examples)
+        self.thumbnail = QLabel()
+        self.thumbnail.setVisible(False)
+        column.addWidget(self.thumbnail)
+
+    def _browse(self) -> None:
+        patterns = " ".join(f"*{suffix}" for suffix in INPUT_SUFFIXES[self.kind])
+        path, _ = QFileDialog.getOpenFileName(self, f"Input {self.kind}", "", f"{self.kind.capitalize()} ({patterns})")
+        if path:
+            self.choose(path)
+
+    def _example_chosen(self, index: int) -> None:
+        path = self.examples.itemData(index)
+        if path:
+            self.choose(path)
+
+    def choose(self, path: str) -> bool:
+        """Use ``path`` after checking it reads; an error dialog (and no change) when it does not."""
+        thumbnail = self.window_.guarded(check_input, self.kind, path)
+        if thumbnail is None:
+            self.path.setText(self.window_.model.form.inputs.get(self.kind, ""))
+            return False
+        self.path.setText(str(path))
+        self.window_.model.form.inputs[self.kind] = str(path)
+        self.thumbnail.setPixmap(to_pixmap(thumbnail, 120))
+        self.thumbnail.setVisible(True)
+        return True
 
 
 class TimelineBar(QWidget):
@@ -635,16 +681,13 @@ class MainWindow(QMainWindow):
 
     def set_input_image(self, path: str) -> bool:
         """Use ``path`` as the input image after checking it reads as a picture."""
-        from studio.model import check_image
+        return self.create_panel.pickers["image"].choose(path)
 
-        image = self.guarded(check_image, path)
-        if image is None:
-            return False
-        self.create_panel.image.setText(str(path))
-        self.model.form.inputs["image"] = str(path)
-        self.create_panel.thumbnail.setPixmap(to_pixmap(image, 120))
-        self.create_panel.form.setRowVisible(self.create_panel.thumbnail, True)
-        return True
+    def set_input_file(self, path: str) -> bool:
+        """A dropped file: a video or an image input, by its suffix."""
+        suffix = Path(path).suffix.lower()
+        kind = next((k for k, suffixes in INPUT_SUFFIXES.items() if suffix in suffixes), "image")
+        return self.create_panel.pickers[kind].choose(path)
 
     def open_scene(self, directory: str) -> bool:
         """Load a saved scene folder into the viewer; False (and an error dialog) when it cannot."""
@@ -713,7 +756,7 @@ class MainWindow(QMainWindow):
             if path.is_dir():
                 self.open_scene(str(path))
             else:
-                self.set_input_image(str(path))
+                self.set_input_file(str(path))
 
     def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt API)
         if event.key() == Qt.Key.Key_Space:

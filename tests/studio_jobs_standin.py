@@ -72,6 +72,7 @@ class Registry:
 REGISTRY = Registry([
     Info("ball", "Bouncing ball (test)", BallConfig, "tests.studio_jobs_standin:ball_pipeline", ("prompt",)),
     Info("ball-image", "Ball from an image (test)", BallConfig, "tests.studio_jobs_standin:ball_pipeline", ("image",)),
+    Info("ball-video", "Ball from a video (test)", BallConfig, "tests.studio_jobs_standin:ball_pipeline", ("video",)),
 ])
 
 

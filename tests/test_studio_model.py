@@ -80,7 +80,7 @@ def test_playback_advances_only_with_a_scene(model):
 
 
 def test_the_form_names_what_is_missing(model, tmp_path):
-    assert [p.name for p in model.pipelines()] == ["ball", "ball-image"]
+    assert [p.name for p in model.pipelines()] == ["ball", "ball-image", "ball-video"]
     model.form.pipeline, model.form.prompt = "ball", "   "
     with pytest.raises(StudioError, match="needs a prompt"):
         model.build_spec()
@@ -169,3 +169,21 @@ def test_advanced_overrides_reach_the_config(model):
     model.form.overrides = {"steps": "many"}
     with pytest.raises(StudioError, match="'steps' must be an integer"):
         model.build_spec()
+
+
+def test_video_inputs_are_checked_and_give_a_first_frame(model, tmp_path):
+    import imageio.v3 as iio
+
+    from studio.model import check_video, example_inputs
+
+    clip = tmp_path / "clip.gif"
+    iio.imwrite(clip, np.stack([np.full((16, 16, 3), 30 * i, np.uint8) for i in range(4)]))
+    assert check_video(clip).shape == (16, 16, 3)
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(StudioError, match="not a video the studio can read"):
+        check_video(bad)
+    model.form.pipeline, model.form.inputs = "ball-video", {"video": str(clip)}
+    assert model.build_spec().inputs == {"video": str(clip)}
+    for path in example_inputs("video"):
+        assert path.suffix in (".mp4", ".gif", ".webm", ".mov", ".avi")

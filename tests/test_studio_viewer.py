@@ -114,3 +114,15 @@ def test_demo_ball_renders_where_its_splats_are():
     assert torch.all((depth > 3.0 - ball.radius - 0.1) & (depth < 3.0 + ball.radius))
     mesh = ball.to_mesh(0.0, 64)
     assert not mesh.is_empty and mesh.vertex_colors is not None
+
+
+def test_an_empty_mesh_clears_the_previous_scene(viewer):
+    class Empty(MeshOnlyScene):
+        def to_mesh(self, t, resolution=128):
+            return TriangleMesh(np.zeros((0, 3)), np.zeros((0, 3)))
+
+    viewer.show(BouncingBall(count=100), 0.0)
+    assert viewer.wait_idle() and viewer._handle is not None
+    viewer.show(Empty(), 0.0)
+    assert viewer.wait_idle() and viewer.error is None
+    assert viewer._handle is None and viewer.displayed_time == 0.0

@@ -85,6 +85,8 @@ def test_a_bad_image_shows_an_error_dialog_not_a_crash(window, tmp_path):
     assert window.error_box is not None and window.error_box.isVisible()
     assert "holiday.jpg" in window.errors[-1] and "not an image" in window.errors[-1]
     window.error_box.close()
+    assert window.set_input_file(str(tmp_path / "missing.mp4")) is False  # routed to the video picker
+    assert "does not exist" in window.errors[-1]
     assert window.open_scene(str(tmp_path)) is False  # a folder that is not a scene
     assert "not a saved scene" in window.errors[-1]
     assert window.isVisible()
@@ -108,6 +110,22 @@ def test_generate_runs_a_job_into_the_viewer_and_cancel_resume_work(window, view
     qtbot.waitUntil(lambda: window.model.scene_source == view.scene_path, timeout=5000)
     assert card.progress.value() == 1000 and card.preview.pixmap() is not None
     assert viewer.wait_idle() and viewer.scene is window.model.scene and viewer.error is None
+
+
+def test_input_pickers_follow_the_method_and_show_a_thumbnail(window, tmp_path):
+    import imageio.v3 as iio
+    import numpy as np
+
+    panel = window.create_panel
+    image_picker, video_picker = panel.pickers["image"], panel.pickers["video"]
+    panel.method.setCurrentIndex(panel.method.findData("ball-video"))
+    assert video_picker.isVisibleTo(window) and not image_picker.isVisibleTo(window)
+    clip = tmp_path / "wave.gif"
+    iio.imwrite(clip, np.stack([np.full((24, 24, 3), 60 * i, np.uint8) for i in range(3)]))
+    assert window.set_input_file(str(clip))
+    assert video_picker.thumbnail.isVisibleTo(window) and window.model.form.inputs["video"] == str(clip)
+    panel.method.setCurrentIndex(panel.method.findData("ball-image"))
+    assert image_picker.isVisibleTo(window) and not video_picker.isVisibleTo(window)
 
 
 def test_an_empty_prompt_is_an_error_dialog(window):
