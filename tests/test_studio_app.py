@@ -69,3 +69,33 @@ def test_browser_controls_drive_the_model(monkeypatch):
         assert model.timeline.frame == 4
     finally:
         viewer.close()
+
+
+def test_browser_mode_generates_through_the_same_model(tmp_path, monkeypatch):
+    from studio_jobs_standin import REGISTRY, JobRunner, ensure_jobs_module
+
+    from studio.browser import BrowserControls
+    from studio.model import StudioModel
+    from studio.viewer import Viewer
+
+    ensure_jobs_module(monkeypatch)
+    viewer = Viewer()
+    try:
+        model = StudioModel(viewer=viewer, runner=JobRunner(tmp_path / "runs"), registry=REGISTRY)
+        controls = BrowserControls(model, viewer)
+        assert not controls.generate.disabled and controls.method.value == "ball"
+        controls.prompt.value = ""
+        controls._locked(controls._generate, None)  # an empty prompt: a notification, no job
+        assert not model.jobs
+        controls.prompt.value = "a green ball"
+        controls._locked(controls._generate, None)
+        assert len(model.jobs) == 1
+        deadline = time.monotonic() + 20
+        while model.jobs[0].status != "done" and time.monotonic() < deadline:
+            controls.step()
+            time.sleep(0.02)
+        controls.step()
+        assert model.scene is not None and "a green ball" in controls.jobs.content
+        assert viewer.wait_idle() and viewer.scene is model.scene
+    finally:
+        viewer.close()
