@@ -148,7 +148,12 @@ def _running_job(app, model, window, save) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and job.preview is None and not job.finished:
         pump(app, 0.2)
+    # Freeze the panel's state for the shot: no new events while the viewer catches up with the last one.
+    window.poll_timer.stop()
+    model.viewer.wait_idle(120)
+    pump(app, 3.0)  # the browser draws the new proxy, then the full render at rest
     save("running", min_pixels=0)  # early in a fit the viewer may rightly show nothing yet
+    window.poll_timer.start()
 
 
 def _export_dialog(app, model, window, outdir: Path, saved: list) -> None:
