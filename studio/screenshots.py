@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             pump(app, 0.5)
             save(f"camera-{preset}")
         model.set_camera("reset")
-        _running_job(app, model, window, save)
-        _export_dialog(app, model, window, args.outdir, saved)
+        _export_dialog(app, model, window, args.outdir, saved)  # on the example scene
+        _running_job(app, model, window, save)  # last: the job's scene replaces the example
     finally:
         model.shutdown(cancel_running=True)
         window.confirm_on_close = False
