@@ -145,8 +145,9 @@ def _running_job(app, model, window, save) -> None:
         print(f"could not start {info.name}: {window.errors[-1] if window.errors else '?'}", flush=True)
         return
     job = model.jobs[-1]
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and job.preview is None and not job.finished:
+    # Far enough into the fit that the viewer has a shape to show, with previews in the panel.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (job.preview is None or job.fraction < 0.6) and not job.finished:
         pump(app, 0.2)
     # Freeze the panel's state for the shot: no new events while the viewer catches up with the last one.
     window.poll_timer.stop()
