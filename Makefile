@@ -44,6 +44,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
 
+screenshots: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m studio.screenshots docs/screenshots
+
 doctor: $(STAMP)
 	$(VENV)/bin/fourd doctor
 

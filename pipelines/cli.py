@@ -14,6 +14,8 @@ import sys
 
 COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.jobs.commands",  # generate, run, resume, runs
+    "pipelines.export_commands",  # export
+    "pipelines.priors.cli_models",  # models
 )
 
 
