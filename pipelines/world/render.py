@@ -141,6 +141,7 @@ def trace(shape: str, pose: Pose, origins: Tensor, dirs: Tensor, frame: Tensor |
     seg_frame = None if frame is None or len(pose) == 1 else frame[idx]
     segments = _segments(pose, seg_frame)
     local_eps = hit_eps / float(pose.scale.min())
+    pending_idx, pending_t = [], []  # rays within the cone, resolved together after the loop (fewer small ops)
     for _ in range(max_steps):
         if idx.numel() == 0:
             break
@@ -149,17 +150,19 @@ def trace(shape: str, pose: Pose, origins: Tensor, dirs: Tensor, frame: Tensor |
         hit = dist < torch.clamp(cone * t, min=local_eps)
         done = hit | (t > t_far)
         if bool(done.any()):
-            if bool(hit.any()):
-                t_hit, is_hit = _resolve(shape, o[hit], d[hit], t[hit], _select(segments, hit), local_eps)
-                result[idx[hit][is_hit]] = t_hit[is_hit]
+            pending_idx.append(idx[hit])
+            pending_t.append(t[hit])
             keep = ~done
             idx, o, d, t, t_far = idx[keep], o[keep], d[keep], t[keep], t_far[keep]
             segments = _select(segments, keep)
-    # Rays still stepping are grazing the surface; they count as hits only when that close.
+    # Rays still stepping after max_steps are creeping along a surface: resolve them like the others.
+    pending_idx.append(idx)
+    pending_t.append(t)
+    idx, t = torch.cat(pending_idx), torch.cat(pending_t)
     if idx.numel():
-        dist = _sdf(shape, torch.addcmul(o, d, t[:, None]), segments)
-        close = dist < 10 * local_eps
-        result[idx[close]] = t[close]
+        segments = _segments(pose, None if frame is None or len(pose) == 1 else frame[idx])
+        t_hit, is_hit = _resolve(shape, o_local[idx], d_local[idx], t, segments, local_eps)
+        result[idx[is_hit]] = t_hit[is_hit]
     return result * scale.expand(n)
 
 
