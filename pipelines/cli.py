@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fourd-studio {pkg_version}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("doctor", help="show Python, torch, device, accelerators, folders and bundled priors")
+    from pipelines.world.commands import add_world_parser
+
+    add_world_parser(sub)
     return parser
 
 
@@ -33,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import doctor
 
         return doctor.main()
+    if args.command == "world":
+        from pipelines.world.commands import run_world_command
+
+        return run_world_command(args)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -53,6 +53,10 @@ class WorldRender:
     depth: Tensor
     normal: Tensor
 
+    def composite(self, background: Tensor | float) -> Tensor:
+        """RGB over a background colour ``[3]`` or image ``[C, H, W, 3]``."""
+        return self.rgb + (1 - self.alpha) * background
+
 
 @dataclass
 class VoxelGrid:
@@ -320,10 +324,15 @@ def _render(spec: WorldSpec, cameras: Cameras, t: float | Tensor, antialias: boo
             rgb[cam_i, y, x] = (rgb[cam_i, y, x] + s_rgb.sum(1)) / n_samples
             hits = centre_hit + s_hit.sum(1)
             alpha[cam_i, y, x] = hits / n_samples
-            depth_sum = depth[cam_i, y, x] + s_depth.sum(1)
-            depth[cam_i, y, x] = torch.where(hits > 0, depth_sum / hits.clamp(min=1), 0.0)
-            n_sum = normal[cam_i, y, x] + s_normal.sum(1)
-            normal[cam_i, y, x] = n_sum / n_sum.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            # Depth and normal stay point samples of the pixel centre where it hits (exact, and no blend of
+            # two surfaces across a depth jump); a centre that misses takes the mean of its sub-samples' hits.
+            centre_missed = centre_hit == 0
+            sub_hits = s_hit.sum(1)
+            mean_depth = s_depth.sum(1) / sub_hits.clamp(min=1)
+            depth[cam_i, y, x] = torch.where(centre_missed, mean_depth, depth[cam_i, y, x])
+            mean_normal = s_normal.sum(1)
+            mean_normal = mean_normal / mean_normal.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            normal[cam_i, y, x] = torch.where(centre_missed[:, None], mean_normal, normal[cam_i, y, x])
     return WorldRender(rgb, alpha[..., None], depth[..., None], normal)
 
 
