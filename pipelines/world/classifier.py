@@ -43,12 +43,13 @@ class AttributeClassifier(nn.Module):
         super().__init__()
         self.config = config
         w = config.width
+        # The first convolution sees all frames at once (motion) and halves the resolution right away:
+        # the classifier must train on a CPU in minutes.
         self.encoder = nn.Sequential(
-            nn.Conv2d(4 * config.frames, w, 3, padding=1), nn.GroupNorm(8, w), nn.SiLU(),
+            nn.Conv2d(4 * config.frames, w, 3, stride=2, padding=1), nn.GroupNorm(8, w), nn.SiLU(),
             nn.Conv2d(w, w, 3, padding=1), nn.GroupNorm(8, w), nn.SiLU(), nn.MaxPool2d(2),
             nn.Conv2d(w, 2 * w, 3, padding=1), nn.GroupNorm(8, 2 * w), nn.SiLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.GroupNorm(8, 4 * w), nn.SiLU(), nn.MaxPool2d(2),
-            nn.Conv2d(4 * w, 4 * w, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
         self.heads = nn.ModuleDict({name: nn.Linear(4 * w, len(classes)) for name, classes in HEADS.items()})
 

@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import zipfile
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -181,7 +182,7 @@ class WorldDataset(Dataset):
         try:
             with np.load(path) as data:
                 arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError, EOFError):
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
             return None  # missing, truncated or corrupt: render again
         if list(arrays.get("seeds", [])) != list(self._shard_seeds(shard)):
             return None  # the split grew or shrank across this shard
