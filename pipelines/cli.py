@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.jobs.commands",  # generate, run, resume, runs
     "pipelines.export_commands",  # export
+    "pipelines.world.commands",  # world: examples, datasets, classifier, contact sheets
     "pipelines.priors.cli_models",  # models
 )
 
