@@ -29,6 +29,7 @@ ALPHA_MAX = 0.999
 T_MIN = 1e-4
 _PAD_LOGIT = -1e4  # exponent of padding slots: exp() is exactly 0
 _CHUNK_PAIRS = 4096  # (tile, Gaussian) pairs per compositing step, at least
+_CHUNK_MIN, _CHUNK_MAX = 32, 256  # Gaussians per tile per step
 
 
 @dataclass
@@ -209,7 +210,8 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
     counts = torch.bincount(tile_ids, minlength=C * n_tiles)
     starts = torch.cumsum(counts, 0) - counts
     bg_pix = bg.repeat_interleave(n_tiles, 0)  # [C * n_tiles, 5]
-    out = _Composite.apply(coefs, inter_feats, starts, counts, bg_pix, tile_size)  # [C * n_tiles, S, 5]
+    clamp_alpha = bool((opacities > ALPHA_MAX).any())  # else alpha <= o <= 0.999 needs no clamp
+    out = _Composite.apply(coefs, inter_feats, starts, counts, bg_pix, tile_size, clamp_alpha)  # [C * n_tiles, S, 5]
 
     out = out.view(C, tiles_y, tiles_x, tile_size, tile_size, 5).permute(0, 1, 3, 2, 4, 5)
     out = out.reshape(C, tiles_y * tile_size, tiles_x * tile_size, 5)[:, :height, :width]
@@ -258,8 +260,8 @@ def _pixel_features(tile_size: int, dtype, device) -> Tensor:
 
 def _chunk(n_active: int) -> int:
     """Gaussians per tile per step: 32 while many tiles are busy, more (fewer steps) as they finish."""
-    b = 32
-    while b < 256 and b * n_active < _CHUNK_PAIRS:
+    b = _CHUNK_MIN
+    while b < _CHUNK_MAX and b * n_active < _CHUNK_PAIRS:
         b *= 2
     return b
 
@@ -267,13 +269,18 @@ def _chunk(n_active: int) -> int:
 class _Composite(torch.autograd.Function):
     """Front-to-back compositing of sorted per-tile Gaussian lists, with a hand-written backward.
 
-    Inputs: ``coefs`` ``[M, 6]`` exponent coefficients, ``feats`` ``[M, F]`` features, ``starts`` /
-    ``counts`` ``[T]`` each tile's slice of the M sorted overlaps, ``bg`` ``[T, F]`` background per
-    tile. Output ``[T, S, F]``: sum_k w_k f_k + T_final bg, with w_k = alpha_k prod_{j<k} (1 - alpha_j).
+    Inputs: ``coefs`` ``[M, 6]`` exponent coefficients, ``feats`` ``[M, F]`` features whose last
+    column is 1 (it accumulates alpha), ``starts`` / ``counts`` ``[T]`` each tile's slice of the M
+    sorted overlaps, ``bg`` ``[T, F]`` background per tile. Output ``[T, S, F]``:
+    sum_k w_k f_k + T_final bg, with w_k = alpha_k prod_{j<k} (1 - alpha_j).
+
+    Every step handles B Gaussians of every still-active tile at once as ``[Ta, S, B]`` tensors;
+    transmittance is kept relative to the step's start (T0 per pixel is folded into the small
+    ``[Ta, S, F]`` products), so each step makes about 8 passes over its big tensors.
     """
 
     @staticmethod
-    def forward(ctx, coefs, feats, starts, counts, bg, tile_size):
+    def forward(ctx, coefs, feats, starts, counts, bg, tile_size, clamp_alpha):
         n_tiles, F = bg.shape
         dtype, device = coefs.dtype, coefs.device
         P = _pixel_features(tile_size, dtype, device)
@@ -284,6 +291,7 @@ class _Composite(torch.autograd.Function):
         ends = starts + counts
         pad = torch.zeros(6, dtype=dtype, device=device)
         pad[5] = _PAD_LOGIT
+        log_alpha_min, log_alpha_max = math.log(ALPHA_MIN), math.log(ALPHA_MAX)
         active = torch.nonzero(counts > 0).squeeze(1)
         pos = 0
         steps = []
@@ -294,26 +302,37 @@ class _Composite(torch.autograd.Function):
             idx = torch.where(inr, idx, 0)
             G = torch.where(inr[..., None], coefs[idx], pad)  # [Ta, B, 6]
             Fk = feats[idx].masked_fill_(~inr[..., None], 0)  # [Ta, B, F]
-            alpha = torch.matmul(P, G.transpose(1, 2))  # exponent q [Ta, S, B]
-            alpha.exp_().clamp_max_(ALPHA_MAX)
-            alpha.masked_fill_(alpha < ALPHA_MIN, 0)
+            q = torch.matmul(P, G.transpose(1, 2))  # exponent log(alpha) [Ta, S, B]
+            if clamp_alpha:
+                q.clamp_max_(log_alpha_max)
+            torch.nn.functional.threshold_(q, log_alpha_min, -math.inf)  # alpha < 1/255 is skipped
+            alpha = q.exp_()
+            incl = torch.cumprod(torch.rsub(alpha, 1), -1)  # transmittance after each Gaussian, relative to T0
             T0 = trans[active]  # [Ta, S]
-            incl = torch.cumprod(1 - alpha, -1).mul_(T0[..., None])  # transmittance after each Gaussian
-            valid = (incl > T_MIN) & alive[active][..., None]  # a prefix: the pixel stops at the first False
-            alpha.mul_(valid)
-            excl = torch.cat([T0[..., None], incl[..., :-1]], -1)
-            w = excl.mul_(alpha)
-            acc[active] += torch.matmul(w, Fk)
-            trans[active] = T0 - w.sum(-1)
-            still = valid[..., -1]
-            alive[active] = still
-            steps.append((active, idx, inr, alpha, T0))
+            # A pixel stops before the Gaussian that would take its transmittance below 1e-4; only
+            # the (few) pixels where that happens inside this step need masking.
+            threshold = torch.where(alive[active], T_MIN / T0, math.inf)
+            stops = torch.nonzero((incl[..., -1] <= threshold).view(-1)).squeeze(1)
+            if stops.numel():
+                rows_a, rows_i = alpha.view(-1, B), incl.view(-1, B)
+                rows_a[stops] *= rows_i[stops] > threshold.view(-1)[stops, None]
+            w = torch.empty_like(alpha)
+            w[..., 0] = alpha[..., 0]
+            torch.mul(alpha[..., 1:], incl[..., :-1], out=w[..., 1:])
+            step_acc = torch.matmul(w, Fk).mul_(T0[..., None])  # [Ta, S, F]
+            acc[active] += step_acc
+            trans[active] = T0 - step_acc[..., -1]  # the last feature is 1: its sum is sum_k w_k
+            still = alive[active]
+            if stops.numel():
+                still.view(-1)[stops] = False
+                alive[active] = still
+            steps.append((active, idx, inr, alpha, incl, T0))
             pos += B
             keep = (ends[active] > starts[active] + pos) & still.any(-1)
             active = active[keep]
         out = acc.add_(trans[..., None] * bg[:, None])
         ctx.steps = steps
-        ctx.tile_size = tile_size
+        ctx.clamp_alpha = clamp_alpha
         ctx.save_for_backward(feats, out, trans, P)
         ctx.n_coefs = coefs.shape[0]
         return out
@@ -326,27 +345,32 @@ class _Composite(torch.autograd.Function):
         d_coefs = torch.zeros(ctx.n_coefs, 6, dtype=feats.dtype, device=feats.device)
         d_feats = torch.zeros(M, F, dtype=feats.dtype, device=feats.device)
         g_total = (grad_out * out).sum(-1)  # g . C_final per pixel [T, S]
-        g_done = torch.zeros_like(g_total)  # g . (colour accumulated so far)
-        for active, idx, inr, alpha, T0 in ctx.steps:
+        g_done = torch.zeros_like(g_total)  # g . (what was accumulated before this step)
+        Pt = P.t()
+        for active, idx, inr, alpha, incl, T0 in ctx.steps:
             g = grad_out[active]  # [Ta, S, F]
             Fk = feats[idx].masked_fill_(~inr[..., None], 0)
-            gc = torch.matmul(g, Fk.transpose(1, 2))  # g . f_k  [Ta, S, B]
-            one_minus = 1 - alpha
-            excl = torch.cumprod(one_minus, -1)
-            excl = torch.cat([torch.ones_like(excl[..., :1]), excl[..., :-1]], -1).mul_(T0[..., None])
-            w = alpha * excl
-            g_after = torch.cumsum(w * gc, -1).add_(g_done[active][..., None])  # g . sum_{j<=k} w_j f_j
-            # dC/dalpha_k = T_k f_k - (C_final - sum_{j<=k} w_j f_j) / (1 - alpha_k)
-            d_alpha = excl.mul_(gc).sub_((g_total[active][..., None] - g_after).div_(one_minus))
-            d_q = d_alpha.mul_(alpha).masked_fill_(alpha >= ALPHA_MAX, 0)  # alpha = exp(q), unless clamped
-            d_G = torch.matmul(P.t(), d_q)  # [Ta, 6, B]
-            d_F = torch.matmul(w.transpose(1, 2), g)  # [Ta, B, F]
+            # With E_k = prod_{j<k} (1 - alpha_j) relative to T0 (so T_k = T0 E_k), and gc_k = g . f_k:
+            # dC/dalpha_k . g = T0 E_k gc_k - (g . C_final - g . sum_{j<=k} T0 E_j alpha_j f_j) / (1 - alpha_k)
+            Egc = torch.matmul(g, Fk.transpose(1, 2))  # gc [Ta, S, B]
+            Egc[..., 1:].mul_(incl[..., :-1])
+            cs = torch.cumsum(alpha * Egc, -1)  # (g . sum_{j<=k} w_j f_j - g_done) / T0
+            g_step = cs[..., -1] * T0
+            rest = (g_total[active] - g_done[active]) / T0  # [Ta, S]
+            d_q = cs.sub_(rest[..., None]).div_(torch.rsub(alpha, 1)).add_(Egc).mul_(alpha)  # dL/dq / T0
+            if ctx.clamp_alpha:
+                d_q.masked_fill_(alpha >= ALPHA_MAX * (1 - 1e-6), 0)  # alpha = exp(q) unless clamped
+            d_G = torch.matmul(Pt * T0[:, None, :], d_q)  # [Ta, 6, B]
+            w = torch.empty_like(alpha)
+            w[..., 0] = alpha[..., 0]
+            torch.mul(alpha[..., 1:], incl[..., :-1], out=w[..., 1:])
+            d_F = torch.matmul(w.transpose(1, 2), g * T0[..., None])  # [Ta, B, F]
             sel = idx[inr]
             d_coefs[sel] = d_G.transpose(1, 2)[inr]
             d_feats[sel] = d_F[inr]
-            g_done[active] = g_after[..., -1]
+            g_done[active] += g_step
         d_bg = grad_out * trans[..., None]
-        return d_coefs, d_feats, None, None, d_bg.sum(1), None
+        return d_coefs, d_feats, None, None, d_bg.sum(1), None, None
 
 
 # -------------------------------------------------------------------- gsplat

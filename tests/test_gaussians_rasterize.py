@@ -168,3 +168,36 @@ def test_gsplat_matches_torch_on_cuda():
     assert -10 * math.log10(float(mse) + 1e-20) >= 40
     for gt, gg in zip(grads["torch"], grads["gsplat"]):
         assert float((gt - gg).norm() / gg.norm().clamp_min(1e-12)) < 2e-2
+
+
+@pytest.mark.parametrize("chunk", [3, 32])
+def test_opaque_stacks_terminate_and_clamp_like_the_reference(monkeypatch, chunk):
+    """Many stacked Gaussians: pixels stop at T < 1e-4 (inside or across steps) and alpha clamps at 0.999."""
+    import renderers.rasterize as rast
+
+    monkeypatch.setattr(rast, "_CHUNK_MIN", chunk)
+    monkeypatch.setattr(rast, "_CHUNK_MAX", chunk)
+    n = 24
+    g = torch.Generator().manual_seed(2)
+    means = torch.zeros(n, 3, dtype=torch.float64)
+    means[:, 0] = torch.linspace(-0.6, 0.6, n, dtype=torch.float64)  # along the view axis: distinct depths
+    means[:, 1:] = (torch.rand(n, 2, generator=g, dtype=torch.float64) - 0.5) * 0.1
+    quats = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    scales = 0.15 + 0.05 * torch.rand(n, 3, generator=g, dtype=torch.float64)
+    opacities = 0.45 + 0.1 * torch.rand(n, generator=g, dtype=torch.float64)
+    opacities[5] = 0.9999  # clamped to 0.999
+    colors = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    cams = orbit_cameras(3.0, 0.0, 0.0, 25.0, 10, 8)
+    viewmats, Ks = cams.viewmats.double(), cams.K.double()
+    params = [t.clone().requires_grad_() for t in (means, quats, scales, opacities, colors)]
+    out = rasterize(*params, viewmats, Ks, 10, 8, tile_size=4)
+    ref_params = [t.clone().requires_grad_() for t in (means, quats, scales, opacities, colors)]
+    ref_rgb, ref_alpha, ref_depth = dense_reference(*ref_params, viewmats, Ks, 10, 8)
+    assert (1 - ref_alpha).min() < 2e-4  # some pixels did terminate
+    torch.testing.assert_close(out.rgb, ref_rgb, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(out.alpha, ref_alpha, rtol=1e-9, atol=1e-9)
+    weights = torch.rand(out.rgb.shape, generator=g, dtype=torch.float64)
+    ((out.rgb * weights).sum() + (out.depth * out.alpha).sum()).backward()
+    ((ref_rgb * weights).sum() + ref_depth.sum()).backward()
+    for name, p, r in zip(("means", "quats", "scales", "opacities", "colors"), params, ref_params):
+        torch.testing.assert_close(p.grad, r.grad, rtol=1e-7, atol=1e-9, msg=f"gradient of {name}")
