@@ -139,11 +139,10 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, viewmats: Te
     Returns ``means2d`` ``[C, N, 2]`` (pixels), ``cov2d`` ``[C, N, 2, 2]`` with the ``eps2d`` low-pass
     dilation added, camera ``depths`` ``[C, N]`` and the camera-space means ``[C, N, 3]``.
     """
-    R = quat_to_matrix(quats)
-    M = R * scales[:, None, :]
-    cov3d = M @ M.transpose(1, 2)  # [N, 3, 3]
+    M = quat_to_matrix(quats) * scales[:, None, :]  # cov3d = M M^T  [N, 3, 3]
     Rw, tw = viewmats[:, :3, :3], viewmats[:, :3, 3]
     pc = torch.einsum("cij,nj->cni", Rw, means) + tw[:, None]  # [C, N, 3]
+    RM = torch.einsum("cij,njk->cnik", Rw, M)  # camera-space factor of the covariance [C, N, 3, 3]
     x, y, z = pc.unbind(-1)
     zs = z.clamp_min(1e-6)  # culled anyway below the near plane; keeps the maths finite
     fx, fy, cx, cy = Ks[:, 0, 0, None], Ks[:, 1, 1, None], Ks[:, 0, 2, None], Ks[:, 1, 2, None]
@@ -151,11 +150,13 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, viewmats: Te
     tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
     tx = zs * torch.minimum((width - cx) / fx + 0.3 * tan_x, torch.maximum(-(cx / fx + 0.3 * tan_x), x / zs))
     ty = zs * torch.minimum((height - cy) / fy + 0.3 * tan_y, torch.maximum(-(cy / fy + 0.3 * tan_y), y / zs))
-    zero = torch.zeros_like(zs)
-    J = torch.stack([fx / zs, zero, -fx * tx / zs**2, zero, fy / zs, -fy * ty / zs**2], -1).reshape(*zs.shape, 2, 3)
-    cov_cam = Rw[:, None] @ cov3d[None] @ Rw[:, None].transpose(-1, -2)  # [C, N, 3, 3]
-    cov2d = J @ cov_cam @ J.transpose(-1, -2)
-    cov2d = cov2d + eps2d * torch.eye(2, dtype=cov2d.dtype, device=cov2d.device)
+    # J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]]; cov2d = (J RM)(J RM)^T, written out since J is sparse.
+    row0 = (fx / zs)[..., None] * (RM[..., 0, :] - (tx / zs)[..., None] * RM[..., 2, :])  # [C, N, 3]
+    row1 = (fy / zs)[..., None] * (RM[..., 1, :] - (ty / zs)[..., None] * RM[..., 2, :])
+    a = (row0 * row0).sum(-1) + eps2d
+    b = (row0 * row1).sum(-1)
+    c = (row1 * row1).sum(-1) + eps2d
+    cov2d = torch.stack([a, b, b, c], -1).reshape(*a.shape, 2, 2)
     means2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], -1)
     return means2d, cov2d, z, pc
 
