@@ -87,7 +87,8 @@ class DeformationField(nn.Module):
 
     def forward(self, means: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = means / self.config.bounds  # canonical space -> [-1, 1]
-        t = torch.as_tensor(t, dtype=means.dtype, device=means.device).expand(means.shape[0]).reshape(-1, 1)
+        t = torch.as_tensor(t, dtype=means.dtype, device=means.device).reshape(-1, 1)
+        t = t.expand(means.shape[0], 1) if t.shape[0] == 1 else t  # one time for all, or one per Gaussian
         h = self.trunk(self.encode(x, t * 2 - 1))
         return self.heads["means"](h), self.heads["quats"](h), self.heads["log_scales"](h)
 
