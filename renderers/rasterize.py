@@ -200,7 +200,8 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
     cam_ids, gauss_ids, tile_ids, tile_x, tile_y = _bin_tiles(lo, hi, visible, depths, tile_size, tiles_x, tiles_y)
 
     # Per-intersection exponent coefficients in tile-local pixel coordinates:
-    # q(px, py) = log o - 0.5 (A dx^2 + 2 B dx dy + C dy^2), dx = px - u, as 6 terms over [px^2, px py, py^2, px, py, 1].
+    # q(px, py) = log o - 0.5 (A dx^2 + 2 B dx dy + C dy^2), dx = px - u, written as 6 coefficients of
+    # [px^2, px py, py^2, px, py, 1] so a chunk's exponents are one matrix multiply.
     u = means2d[cam_ids, gauss_ids, 0] - tile_x * tile_size
     v = means2d[cam_ids, gauss_ids, 1] - tile_y * tile_size
     A, B, Cc = conic[cam_ids, gauss_ids].unbind(-1)
