@@ -59,7 +59,7 @@ def _case(n: int, size: int, backend: str, device: str, repeats: int, tile_size:
 
 
 def run_case(n: int, size: int, backend: str = "torch", device: str = "cpu", repeats: int = 5,
-             tile_size: int = 16) -> tuple[float, float, float]:
+             tile_size: int | None = None) -> tuple[float, float, float]:
     """(forward s, forward+backward s, peak GB) measured in a fresh process."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -80,8 +80,8 @@ def main() -> None:
     figures = {}
     for n, size in cases:
         name = f"{n // 1000}k_{size}"
-        for tile_size in (16, 8):
-            suffix = "" if tile_size == 16 else "_tile8"
+        for tile_size in (8, 16):
+            suffix = "" if tile_size == 8 else "_tile16"
             fwd, fwd_bwd, peak = run_case(n, size, repeats=repeats, tile_size=tile_size)
             figures[f"torch_cpu_{name}{suffix}_forward_s"] = fwd
             figures[f"torch_cpu_{name}{suffix}_forward_backward_s"] = fwd_bwd
