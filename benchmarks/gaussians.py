@@ -77,7 +77,9 @@ def main() -> None:
     cases = [(10_000, 256), (50_000, 256)] if args.quick else [
         (10_000, 256), (50_000, 256), (200_000, 256), (10_000, 512), (50_000, 512), (200_000, 512)]
     repeats = 3 if args.quick else 5
-    figures = {}
+    # A yardstick for shared machines: one 2M-element multiply (about 1-2 ms on an idle 2-core box).
+    a, b = torch.rand(2_000_000), torch.rand(2_000_000)
+    figures = {"reference_mul_2m_ms": 1000 * median_time(lambda: a * b, 9)}
     for n, size in cases:
         name = f"{n // 1000}k_{size}"
         for tile_size in (8, 16):
