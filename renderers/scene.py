@@ -79,6 +79,7 @@ class SplatScene(Scene, Protocol):
 
 _SCENE_KINDS: dict[str, str] = {
     # kind -> "module:Class"; modules are imported only when a scene of that kind is loaded.
+    "field": "renderers.field_scene:FieldScene",
 }
 
 
