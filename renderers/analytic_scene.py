@@ -81,3 +81,44 @@ def render_analytic(cameras: Cameras, t: float, supersample: int = 3) -> RenderO
     depth_sum = pool(depth.reshape(-1, 1))
     depth = torch.where(alpha > 0, depth_sum / alpha.clamp_min(1e-8), torch.zeros_like(alpha))
     return RenderOutput(rgb, alpha, depth)
+
+
+def analytic_views(times, views_per_time: int = 8, size: int = 32, *, elevations=(15.0, 40.0),
+                   azimuth_offset: float = 20.0, distance: float = 3.0, fovy: float = 40.0):
+    """Multi-view, multi-time ground truth: for each of ``times`` a ring of ``views_per_time`` cameras
+    (alternating ``elevations``, the ring turned by ``azimuth_offset`` degrees per time so that times see
+    different sides). Returns ``(cameras, times, images, alphas)`` lists, one entry per time."""
+    from renderers.cameras import orbit_cameras
+
+    cameras, images, alphas = [], [], []
+    for i, t in enumerate(times):
+        azimuth = torch.linspace(0, 360, views_per_time + 1)[:-1] + azimuth_offset * i
+        elevation = torch.tensor(elevations).repeat(views_per_time // len(elevations) + 1)[:views_per_time]
+        cams = orbit_cameras(distance, elevation, azimuth, fovy, size, size)
+        truth = render_analytic(cams, float(t))
+        cameras.append(cams)
+        images.append(truth.rgb)
+        alphas.append(truth.alpha)
+    return cameras, [float(t) for t in times], images, alphas
+
+
+def analytic_batches(rays: int, size: int = 32, *, distance: tuple[float, float] = (2.6, 3.4),
+                     elevation: tuple[float, float] = (0.0, 50.0), fovy: float = 40.0):
+    """Training rays from the exact scene at any time: each batch draws a time in [0, 1] and ``rays`` pixels
+    (jittered inside the pixel) of four random orbit cameras, and traces them. Returns a callable
+    ``sample(generator) -> renderers.field_fit.RayBatch``."""
+    from renderers.cameras import CameraRanges, sample_cameras
+    from renderers.field_fit import RayBatch
+
+    ranges = CameraRanges(distance=distance, elevation=elevation, fovy=(fovy, fovy))
+
+    def sample(generator: torch.Generator) -> RayBatch:
+        t = float(torch.rand((), generator=generator))
+        cams = sample_cameras(4, ranges, size, size, generator=generator, uniform_sphere=False)
+        pixels = torch.rand(4, rays // 4, 2, generator=generator) * size
+        origins, directions = cams.rays(pixels=pixels)
+        origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
+        color, hit, _ = trace(origins, directions, t)
+        return RayBatch(origins, directions, t, color, hit.float()[:, None])
+
+    return sample
