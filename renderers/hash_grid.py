@@ -257,6 +257,9 @@ class HashGrid(nn.Module):
                 encoder = tcnn.Encoding(self.n_dims, self.config.to_tcnn(), dtype=torch.float32)
             except TypeError:  # older bindings without dtype
                 encoder = tcnn.Encoding(self.n_dims, self.config.to_tcnn())
+            except RuntimeError:  # e.g. a build without this many input dimensions
+                self.use_tcnn = False
+                return None
             if encoder.params.numel() != self.table.numel():
                 self.use_tcnn = False  # a tcnn version with another layout: stay on the reference path
                 return None
@@ -267,8 +270,7 @@ class HashGrid(nn.Module):
     def _encode_tcnn(self, encoder, points: Tensor) -> Tensor:
         # our [F, total] table transposed is tcnn's [total, F] parameter layout; pass it through the module's
         # own forward (padding, loss scale) as its params so gradients reach self.table.
-        params = self.table.t().reshape(-1)
-        encoder._parameters["params"] = params.to(encoder.params.dtype) if params.dtype != torch.float32 else params
+        encoder._parameters["params"] = self.table.float().t().reshape(-1)
         out = encoder(points.float().contiguous())
         return out.to(self.table.dtype)
 
