@@ -180,3 +180,17 @@ def test_bad_input_gives_a_clear_error_or_a_defined_image():
                                            cams.K, 8, 8), 0.0)  # looking away from the box
     assert torch.isfinite(inside.rgb).all() and float(inside.alpha.mean()) > 0.5
     assert float(away.alpha.abs().max()) == 0.0 and float(away.depth.abs().max()) == 0.0
+
+
+@pytest.mark.gpu
+def test_cuda_render_matches_the_cpu_reference():
+    field = blob_field()
+    torch.nn.init.uniform_(field.static_grid.table, -0.5, 0.5)
+    cams = orbit_cameras(3.0, 20.0, 30.0, 40.0, 32, 32)
+    grid = OccupancyGrid(16)
+    with torch.no_grad():
+        grid.update(field.density, [0.0, 0.5], RenderSettings().step)
+        cpu = render_image(field, cams, 0.5, occupancy=grid)
+        gpu = render_image(field.cuda(), cams.to("cuda"), 0.5, occupancy=grid.cuda())
+    torch.testing.assert_close(gpu.rgb.cpu(), cpu.rgb, atol=2e-3, rtol=0)
+    torch.testing.assert_close(gpu.alpha.cpu(), cpu.alpha, atol=2e-3, rtol=0)
