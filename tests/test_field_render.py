@@ -125,8 +125,8 @@ def test_lambertian_render_is_darker_on_the_side_away_from_the_light():
     cams = Cameras(look_at(torch.tensor([[0.0, -3.0, 0.0]])), orbit_cameras(3, 0, 0, 40, 16, 16).K, 16, 16)
     settings = RenderSettings(shading="lambertian", n_samples=96)
     out = render_image(field, cams, 0.0, settings=settings, lighting=Lighting(torch.tensor([-4.0, 0.0, 0.0]), 0.1))
-    # the light is at -x: the left half of the image (camera x is world +x... look from -y: right = +x)
-    left, right = out.rgb[0, 6:10, 3:6].mean(), out.rgb[0, 6:10, 10:13].mean()
+    # the light is at -x; seen from -y, image right is world +x, so the left half faces the light
+    left, right = out.rgb[0, 6:10, 3:6].mean().item(), out.rgb[0, 6:10, 10:13].mean().item()
     assert float(left) > 2 * float(right)
 
 
