@@ -82,6 +82,7 @@ _SCENE_KINDS: dict[str, str] = {
     "voxels": "renderers.voxels:VoxelScene",
     "world": "pipelines.world.scene:WorldScene",
     "gaussians": "renderers.gaussian_scene:DeformableGaussianScene",
+    "field": "renderers.field_scene:FieldScene",
 }
 
 
