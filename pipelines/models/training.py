@@ -66,8 +66,8 @@ class TrainPriorConfig(Config):
     steps: int = 4000
     batch: int = 6              # 4-view items per step
     image_batch: int = 8        # single images per step
-    lr: float = 3e-4
-    warmup: int = 200
+    lr: float = 1e-3
+    warmup: int = 50
     ema: float = 0.999
     p_uncond: float = 0.1
     p_drop_image: float = 0.1

@@ -198,7 +198,7 @@ def load_sv3d(folder: Path, device: str | torch.device = "cpu", dtype: torch.dty
         unet.enable_gradient_checkpointing()
     parts = folder if (folder / "vae").is_dir() else installed_path("svd-xt")
     if parts is None:
-        raise ModelNotFound(f"SV3D borrows its VAE and image encoder from 'svd-xt', which is not installed; run "
+        raise ModelNotFound("SV3D borrows its VAE and image encoder from 'svd-xt', which is not installed; run "
                             "`fourd models download svd-xt` on a machine with network access.")
     vae, encoder, mean, std, size = _image_parts(Path(parts), device, dtype)
     return SV3D(unet.to(device).eval().requires_grad_(False), vae, encoder, mean, std, size, _scheduler(folder))
