@@ -74,3 +74,29 @@ def test_cli_trains_resumes_and_exports(world, tmp_path, monkeypatch):
     prior = load_prior("inhouse-t2i", dest)
     assert prior.model.arch.width == 32
     assert (dest / "model.safetensors").stat().st_size < 1_000_000
+
+
+def _ddp_worker(rank: int, init_file: str, out: str, world) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    config = TrainPriorConfig.preset("tiny").replace(steps=3)
+    result = train_prior(config, out, world=world)
+    torch.save({k: v.clone() for k, v in result["model"].state_dict().items()}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_one_model(world, tmp_path):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "ddp"
+    out.mkdir()
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(out), world), nprocs=2, join=True)
+    a = torch.load(out / "rank0.pt", weights_only=True)
+    b = torch.load(out / "rank1.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # gradients were averaged: the replicas agree
+    single = train_prior(TrainPriorConfig.preset("tiny").replace(steps=3), tmp_path / "single", world=world)
+    assert not all(torch.equal(a[k], v) for k, v in single["model"].state_dict().items())  # 2 batches, not 1
+    assert (out / "state.json").is_file() and "step 3/3" in (out / "train.log").read_text()

@@ -3,6 +3,7 @@
     fourd train prior --preset cpu --out ~/prior-run               # resumes if ~/prior-run has a checkpoint
     fourd train prior --config prior.toml --set steps=6000 --out ~/prior-run
     fourd train prior --out ~/prior-run --export assets/checkpoints/inhouse-field-prior   # export only
+    torchrun --nproc-per-node 2 -m pipelines.models.cli_train --preset gpu --set device=cuda --out ~/prior-run
 
 Also runs standalone: ``python -m pipelines.models.cli_train --preset cpu --out DIR``.
 """
@@ -10,6 +11,7 @@ Also runs standalone: ``python -m pipelines.models.cli_train --preset cpu --out 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +43,17 @@ def _parse_value(text: str):
         return text
 
 
+def _init_distributed() -> None:
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPUs); nothing when run alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a parsed ``train prior`` command; 0 on success, 2 on a config the user can fix."""
     from pipelines.config import ConfigError, config_from_toml
@@ -61,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
             overrides[key.strip()] = _parse_value(value.strip())
         if overrides:
             config = config.override(overrides)
+        _init_distributed()
+        if config.device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            config = config.replace(device=f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
         summary = train_prior(config, args.out, resume=not args.no_resume, stop_after=args.stop_after,
                               log=lambda line: print(line, flush=True))
     except (ConfigError, ValueError, FileNotFoundError) as error:

@@ -137,13 +137,14 @@ def _latents(rgb_u8: torch.Tensor, downsample: int) -> torch.Tensor:
     return images_to_latents(rgb_u8.float().div(255).movedim(-1, -3), downsample)
 
 
-def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptTokenizer, step: int) -> dict:
-    """The mixed-role batch of step ``step`` (deterministic in (seed, step)).
+def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptTokenizer, step: int,
+               rank: int = 0) -> dict:
+    """The mixed-role batch of step ``step`` for process ``rank`` (deterministic in (seed, step, rank)).
 
     Returns ``sets`` (4-view items) and ``images`` (single views), each a dict with x0 [B, N, C, h, w],
     c2w [B, N, 4, 4], K [B, N, 3, 3], times [B, N], clean [B, N], ids [B, L], roles.
     """
-    rng = np.random.default_rng([config.seed, step, 7])
+    rng = np.random.default_rng([config.seed, step, 7] + ([rank] if rank else []))
     S = world.rgb.shape[0]
 
     def caption(i: int) -> str:
@@ -203,6 +204,27 @@ def diffusion_loss(model: FieldDiT, part: dict, schedule, shared_noise: float, g
     target = alpha * eps - sigma * x0
     weight = (~clean).float()[:, :, None, None, None]
     return ((out - target) ** 2 * weight).sum() / (weight.sum() * x0[0, 0].numel()).clamp_min(1)
+
+
+class StepLoss(torch.nn.Module):
+    """The loss of one mixed-role batch as a module, so DistributedDataParallel can wrap the whole step."""
+
+    def __init__(self, model: FieldDiT, schedule, shared_noise: float) -> None:
+        super().__init__()
+        self.model, self.schedule, self.shared_noise = model, schedule, shared_noise
+
+    def forward(self, batch: dict, generator: torch.Generator, device) -> torch.Tensor:
+        return (diffusion_loss(self.model, batch["sets"], self.schedule, self.shared_noise, generator, device)
+                + diffusion_loss(self.model, batch["images"], self.schedule, self.shared_noise, generator, device))
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed group this process is in, (0, 1) when there is none."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -277,7 +299,11 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
     out_dir.mkdir(parents=True, exist_ok=True)
     log_file = out_dir / "train.log"
 
+    rank, world_size = _distributed()
+
     def say(line: str) -> None:
+        if rank != 0:
+            return
         with log_file.open("a") as fh:
             fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
         if log is not None:
@@ -300,6 +326,11 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
     from pipelines.priors.inhouse import cosine_schedule
 
     schedule = cosine_schedule()
+    step_loss = StepLoss(model, schedule, config.shared_noise)
+    if world_size > 1:  # torchrun: each process takes its own batch, gradients are averaged
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_loss = DistributedDataParallel(step_loss, device_ids=[device.index] if device.type == "cuda" else None)
     if world is None:
         world = load_world(config, say)
     say(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {world.rgb.shape[0]} scenes, "
@@ -312,13 +343,11 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
     per_step = config.batch * 4 + config.image_batch
     while step < sitting_end:
         t0 = time.perf_counter()
-        batch = make_batch(world, config, tokenizer, step)
+        batch = make_batch(world, config, tokenizer, step, rank)
         gen = torch.Generator().manual_seed(batch["seed"])
         for group in optimizer.param_groups:
             group["lr"] = _lr(config, step)
-        loss_sets = diffusion_loss(model, batch["sets"], schedule, config.shared_noise, gen, device)
-        loss_img = diffusion_loss(model, batch["images"], schedule, config.shared_noise, gen, device)
-        loss = loss_sets + loss_img
+        loss = step_loss(batch, gen, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -335,16 +364,24 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
         train_seconds += dt
         losses.append(loss.item())
         remaining = eta.update(step)
-        if progress is not None:
+        if progress is not None and rank == 0:
             progress(Progress("train prior", step, config.steps, {"loss": losses[-1], "views_per_s": per_step / dt},
                               remaining))
         if step % 25 == 0 or step == sitting_end:
             recent = float(np.mean(losses[-25:]))
             eta_text = f"{remaining / 60:.0f} min" if remaining is not None else "?"
             say(f"step {step}/{config.steps} loss {recent:.4f} ({per_step / dt:.1f} views/s, ETA {eta_text})")
-        if (time.perf_counter() - last_ckpt) / 60 >= config.checkpoint_minutes or step == sitting_end:
+        due = (time.perf_counter() - last_ckpt) / 60 >= config.checkpoint_minutes or step == sitting_end
+        if world_size > 1:  # every process agrees on when to write (clocks differ); rank 0 writes
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(due)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            due = bool(flag.item())
+        if due and rank == 0:
             save_checkpoint(out_dir, step, model, ema, optimizer, config,
                             {"train_seconds": train_seconds, **summary}, config.keep_checkpoints)
+        if due:
             last_ckpt = time.perf_counter()
     return {"step": step, "train_seconds": train_seconds, "losses": losses, "out_dir": str(out_dir),
             "model": model, "ema": ema}
