@@ -91,3 +91,17 @@ def test_tokens_see_their_coordinates(tiny_folder):
 def test_registry_names_the_five_roles():
     names = {spec.name for spec in list_models()}
     assert set(ROLE_OF_NAME) <= names
+
+
+def test_bundled_checkpoint_is_found_and_samples():
+    """With nothing in the models folder, the five names load the checkpoint shipped in assets."""
+    from assets import asset_path
+    from pipelines.priors.registry import installed_path
+
+    bundled = asset_path("checkpoints", "inhouse-field-prior")
+    assert installed_path("inhouse-t2i") == bundled
+    assert (bundled / "model.safetensors").stat().st_size < 20_000_000
+    prior = load_prior("inhouse-t2mv")
+    cond = prior.encode_prompt(["a red ball bouncing"])
+    latents = sample(prior, cond, views=4, steps=2, generator=torch.Generator().manual_seed(0))
+    assert latents.shape == (1, 4, 1, prior.latent_channels, 8, 8) and torch.isfinite(latents).all()
