@@ -14,6 +14,7 @@ import sys
 
 COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.jobs.commands",  # generate, run, resume, runs
+    "pipelines.world.commands",  # world: samples, examples, eval, classifier
 )
 
 

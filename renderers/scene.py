@@ -80,6 +80,7 @@ class SplatScene(Scene, Protocol):
 _SCENE_KINDS: dict[str, str] = {
     # kind -> "module:Class"; modules are imported only when a scene of that kind is loaded.
     "voxels": "renderers.voxels:VoxelScene",
+    "world": "pipelines.world.scene:WorldScene",
 }
 
 
