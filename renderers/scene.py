@@ -82,6 +82,7 @@ _SCENE_KINDS: dict[str, str] = {
     "voxels": "renderers.voxels:VoxelScene",
     "world": "pipelines.world.scene:WorldScene",
     "field": "renderers.field_scene:FieldScene",
+    "gaussians": "renderers.gaussian_scene:DeformableGaussianScene",
 }
 
 
