@@ -1,0 +1,117 @@
+"""Browser mode: the viewer plus the studio's controls as viser GUI, for a browser (e.g. over an SSH tunnel).
+
+The same :class:`~studio.model.StudioModel` as the desktop window; viser callbacks run on viser's
+threads, so every model call here holds one lock, shared with the main loop that polls jobs and
+plays the timeline.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from studio.model import StudioError, StudioModel
+from studio.viewer import CAMERA_PRESETS, Viewer
+
+
+class BrowserControls:
+    """Timeline, camera presets, create form and job status as viser GUI elements."""
+
+    def __init__(self, model: StudioModel, viewer: Viewer) -> None:
+        self.model = model
+        self.viewer = viewer
+        self.lock = threading.RLock()
+        gui = viewer.server.gui
+        timeline = model.timeline
+
+        with gui.add_folder("Timeline"):
+            self.play = gui.add_checkbox("Play", initial_value=timeline.playing)
+            self.loop = gui.add_checkbox("Loop", initial_value=timeline.loop)
+            self.frame = gui.add_slider("Frame", min=0, max=timeline.frames - 1, step=1, initial_value=timeline.frame)
+            self.fps = gui.add_number("FPS", initial_value=timeline.fps, min=1, max=120, step=1)
+            self.readout = gui.add_markdown(timeline.readout())
+        with gui.add_folder("Camera"):
+            self.camera = gui.add_button_group("View", [name.capitalize() for name in CAMERA_PRESETS])
+        with gui.add_folder("Create"):
+            pipelines = model.pipelines()
+            names = [p.name for p in pipelines] or ["(no methods installed)"]
+            self.method = gui.add_dropdown("Method", names, initial_value=names[0])
+            self.prompt = gui.add_text("Prompt", initial_value=model.form.prompt)
+            presets = model.presets(names[0]) or ["preview"]
+            self.preset = gui.add_dropdown("Preset", presets, initial_value=presets[0])
+            self.seed = gui.add_number("Seed", initial_value=0, min=0, max=2**31 - 1, step=1)
+            self.generate = gui.add_button("Generate", disabled=not pipelines)
+            self.jobs = gui.add_markdown("No jobs yet.")
+
+        self.play.on_update(lambda _: self._locked(model.set_playing, self.play.value))
+        self.loop.on_update(lambda _: setattr(timeline, "loop", self.loop.value))
+        self.frame.on_update(lambda _: self._locked(self._frame_moved))
+        self.fps.on_update(lambda _: setattr(timeline, "fps", float(self.fps.value)))
+        self.camera.on_click(lambda _: model.set_camera(self.camera.value.lower()))
+        self.method.on_update(lambda _: self._method_changed())
+        self.generate.on_click(lambda event: self._locked(self._generate, event.client))
+        model.time_changed.connect(self._time_changed)
+        model.jobs_changed.connect(self._jobs_changed)
+
+    def _locked(self, action, *args):
+        with self.lock:
+            return action(*args)
+
+    def _frame_moved(self) -> None:
+        if int(self.frame.value) != self.model.timeline.frame:
+            self.model.set_frame(int(self.frame.value))
+
+    def _time_changed(self, _t: float) -> None:
+        timeline = self.model.timeline
+        if int(self.frame.value) != timeline.frame:
+            self.frame.value = timeline.frame
+        self.readout.content = timeline.readout()
+        if self.play.value != timeline.playing:
+            self.play.value = timeline.playing
+
+    def _method_changed(self) -> None:
+        presets = self.model.presets(self.method.value)
+        if presets:
+            self.preset.options = presets
+            self.preset.value = presets[0]
+
+    def _generate(self, client) -> None:
+        form = self.model.form
+        form.pipeline, form.prompt = self.method.value, self.prompt.value
+        form.preset, form.seed = self.preset.value, int(self.seed.value)
+        try:
+            self.model.generate()
+        except StudioError as err:
+            self.notify(str(err), client)
+
+    def notify(self, message: str, client=None) -> None:
+        """Show an error sentence in the browser (one client, or all)."""
+        clients = [client] if client is not None else list(self.viewer.server.get_clients().values())
+        for c in clients:
+            c.add_notification("fourd studio", message, color="red", auto_close_seconds=10.0)
+
+    def _jobs_changed(self) -> None:
+        lines = []
+        for view in reversed(self.model.jobs):
+            lines.append(f"**{view.title}**  \n{view.status} · {view.stage} · {view.fraction:.0%} {view.eta_text()}")
+        self.jobs.content = "\n\n".join(lines) or "No jobs yet."
+
+    def step(self) -> None:
+        """One round of the main loop: poll jobs and advance playback."""
+        with self.lock:
+            try:
+                self.model.poll_jobs()
+            except StudioError as err:
+                self.notify(str(err))
+            self.model.tick()
+
+
+def serve(model: StudioModel, viewer: Viewer, stop: threading.Event | None = None) -> None:
+    """Run browser mode until ``stop`` is set (or Ctrl-C)."""
+    controls = BrowserControls(model, viewer)
+    stop = stop or threading.Event()
+    try:
+        while not stop.is_set():
+            controls.step()
+            stop.wait(1.0 / max(1.0, model.timeline.fps))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,574 @@
+"""The studio's state without Qt: create form, jobs, timeline, current scene, export requests.
+
+The Qt window and the browser mode only display this state and forward user actions to it; every
+action they offer is a method here, so tests drive the studio with no window. Jobs go through the
+jobs API (`pipelines.jobs.JobRunner`, `pipelines.registry`); the viewer is any object with
+``show(scene, t)`` and ``set_time(t)`` (:class:`studio.viewer.Viewer`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.events import Artifact, Event, Log, Preview, Progress, SceneUpdate
+
+FINISHED = ("done", "failed", "failed-resumable", "cancelled")
+RESUMABLE = ("failed-resumable", "cancelled")
+
+
+class StudioError(Exception):
+    """A problem the user caused or can fix, told in one sentence (shown in a dialog, never a traceback)."""
+
+
+class Signal:
+    """A list of callbacks; the Qt layer connects widgets' refresh methods to these."""
+
+    def __init__(self) -> None:
+        self._slots: list[Callable[..., None]] = []
+
+    def connect(self, slot: Callable[..., None]) -> None:
+        self._slots.append(slot)
+
+    def emit(self, *args) -> None:
+        for slot in list(self._slots):
+            slot(*args)
+
+
+# ------------------------------------------------------------------------------------------- timeline
+@dataclass
+class Timeline:
+    """Frames over a scene's time range: which frame shows, playback, looping and rate."""
+
+    frames: int = 48
+    fps: float = 24.0
+    loop: bool = True
+    playing: bool = False
+    frame: int = 0
+    time_range: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def t(self) -> float:
+        start, end = self.time_range
+        return start + (end - start) * self.frame / max(1, self.frames - 1)
+
+    def set_frame(self, frame: int) -> bool:
+        """Go to ``frame`` (clamped); True when the frame changed."""
+        frame = int(min(max(frame, 0), self.frames - 1))
+        changed = frame != self.frame
+        self.frame = frame
+        return changed
+
+    def set_time(self, t: float) -> bool:
+        """Go to the frame nearest time ``t``."""
+        start, end = self.time_range
+        span = end - start
+        return self.set_frame(round((t - start) / span * (self.frames - 1)) if span else 0)
+
+    def tick(self) -> bool:
+        """Advance one frame of playback; at the end wrap when looping, else stop. True when the frame changed."""
+        if not self.playing:
+            return False
+        if self.frame + 1 < self.frames:
+            return self.set_frame(self.frame + 1)
+        if self.loop:
+            return self.set_frame(0)
+        self.playing = False
+        return False
+
+    def readout(self) -> str:
+        return f"t = {self.t:.3f}   frame {self.frame + 1}/{self.frames}"
+
+
+# ----------------------------------------------------------------------------------------------- jobs
+@dataclass
+class JobView:
+    """What the jobs panel shows for one job, updated from its events."""
+
+    job: Any  # pipelines.jobs.Job
+    title: str
+    stage: str = "queued"
+    fraction: float = 0.0
+    eta_s: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    loss_history: list[float] = field(default_factory=list)
+    preview: np.ndarray | None = None
+    preview_grid: tuple[int, int] | None = None
+    scene_path: str | None = None
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.job.status
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def resumable(self) -> bool:
+        return self.status in RESUMABLE
+
+    def eta_text(self) -> str:
+        if self.finished or self.eta_s is None:
+            return ""
+        minutes, seconds = divmod(int(round(self.eta_s)), 60)
+        return f"{minutes}:{seconds:02d} left"
+
+    def apply(self, event: Event) -> bool:
+        """Fold one event in; True when it brought a new scene to show."""
+        if isinstance(event, Progress):
+            self.stage, self.fraction, self.eta_s = event.stage, event.fraction, event.eta_s
+            self.metrics = dict(event.metrics)
+            loss = next((v for k, v in event.metrics.items() if "loss" in k), None)
+            if loss is not None:
+                self.loss_history = (self.loss_history + [float(loss)])[-200:]
+        elif isinstance(event, Preview):
+            image = event.image if event.image is not None else _read_image(event.path)
+            if image is not None:
+                self.preview, self.preview_grid = image, event.grid
+        elif (isinstance(event, SceneUpdate) and event.path) or (isinstance(event, Artifact) and event.kind == "scene"):
+            self.scene_path = event.path
+            return True
+        elif isinstance(event, Log):
+            self.messages = (self.messages + [event.message])[-50:]
+        return False
+
+
+def _read_image(path: str | None) -> np.ndarray | None:
+    if not path:
+        return None
+    import imageio.v3 as iio
+
+    try:
+        return np.asarray(iio.imread(path))[..., :3].astype(np.uint8)
+    except (OSError, ValueError):
+        return None
+
+
+INPUT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "image": (".png", ".jpg", ".jpeg", ".webp", ".bmp"),
+    "video": (".mp4", ".gif", ".webm", ".mov", ".avi"),
+}
+
+
+def example_inputs(kind: str) -> list[Path]:
+    """The bundled example files for an input kind (``image`` or ``video``), sorted by name."""
+    from assets import asset_path
+
+    try:
+        folder = asset_path("examples")
+    except FileNotFoundError:
+        return []
+    suffixes = INPUT_SUFFIXES.get(kind, ())
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
+
+
+def check_input(kind: str, path: str | Path) -> np.ndarray:
+    """Check an input file can be used; a thumbnail ``[H, W, 3]`` uint8 (a video's first frame)."""
+    return check_video(path) if kind == "video" else check_image(path)
+
+
+def check_video(path: str | Path) -> np.ndarray:
+    """The first frame ``[H, W, 3]`` of an input video, or StudioError saying why it cannot be used."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.is_file():
+        raise StudioError(f"The video '{path}' does not exist.")
+    plugin = "pillow" if path.suffix.lower() == ".gif" else "pyav"  # no probing of every imageio plugin
+    try:
+        frame = next(iter(iio.imiter(path, plugin=plugin)))
+    except Exception:
+        raise StudioError(f"'{path.name}' is not a video the studio can read; use an MP4 or GIF file.") from None
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+        frame = np.repeat(frame[..., None], 3, -1)
+    return frame[..., :3].astype(np.uint8)
+
+
+def check_image(path: str | Path) -> np.ndarray:
+    """Read an input image ``[H, W, 3]`` uint8, or raise StudioError saying why it cannot be used."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.is_file():
+        raise StudioError(f"The image '{path}' does not exist.")
+    try:
+        image = np.asarray(iio.imread(path))
+    except Exception:
+        raise StudioError(f"'{path.name}' is not an image the studio can read; use a PNG or JPEG file.") from None
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, -1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4) or min(image.shape[:2]) < 8:
+        raise StudioError(f"'{path.name}' is not a usable picture (shape {list(image.shape)}).")
+    return image[..., :3]
+
+
+# ------------------------------------------------------------------------------------------- create
+@dataclass
+class CreateForm:
+    """The create panel's fields. ``inputs`` maps an input name (``image``, ``video``) to a file path."""
+
+    pipeline: str = ""
+    prompt: str = ""
+    preset: str = "preview"
+    seed: int = 0
+    inputs: dict[str, str] = field(default_factory=dict)
+    #: Advanced config overrides as typed, ``{"render.resolution": "64"}``; empty text means the preset's value.
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+def parse_override(text: str) -> Any:
+    """A typed value from what the user typed, read as a TOML value (``64``, ``0.5``, ``true``, ``[1, 2]``);
+    anything else is kept as a string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+@dataclass
+class ExportRequest:
+    """What the export dialog asks for; passed to ``renderers.export.export``."""
+
+    path: Path
+    format: str = "glb"
+    t: float = 0.0
+    frames: int = 24
+    resolution: int = 128
+    time_range: tuple[float, float] = (0.0, 1.0)
+    overwrite: bool = False
+
+
+# Which of the dialog's settings each export format takes (the others do not apply to it).
+EXPORT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "glb": ("t", "resolution"), "obj": ("t", "resolution"), "ply": ("t", "resolution"),
+    "gltf-anim": ("frames", "resolution", "time_range"), "3dgs-ply": ("t",), "3dgs-seq": ("frames", "time_range"),
+    "mp4": ("t", "frames", "resolution"), "gif": ("t", "frames", "resolution"),
+    "contact-sheet": ("t", "frames", "resolution"), "scene": (),
+}
+# The file name ending each format needs (folders for the others).
+EXPORT_SUFFIX: dict[str, str] = {"glb": ".glb", "obj": ".obj", "ply": ".ply", "gltf-anim": ".glb", "3dgs-ply": ".ply",
+                                 "mp4": ".mp4", "gif": ".gif", "contact-sheet": ".png"}
+
+
+def _registry():
+    """``pipelines.registry`` when the jobs layer is installed, else None."""
+    try:
+        return importlib.import_module("pipelines.registry")
+    except ImportError:
+        return None
+
+
+def _exporter():
+    try:
+        return importlib.import_module("renderers.export")
+    except ImportError:
+        return None
+
+
+# -------------------------------------------------------------------------------------------- model
+class StudioModel:
+    """Everything the studio shows and does.
+
+    Args:
+        viewer: where scenes are shown (``show(scene, t)``, ``set_time(t)``); None for no display.
+        runner: a ``pipelines.jobs.JobRunner``; created on the first submit when None.
+        runs_root: folder for new runs (the runner's default when None).
+        registry: where pipelines are listed (``list_pipelines()``, ``get_pipeline(name)``);
+            ``pipelines.registry`` when None.
+    """
+
+    def __init__(self, viewer=None, runner=None, runs_root: Path | None = None, registry=None) -> None:
+        self.viewer = viewer
+        self._runner = runner
+        self._registry = registry
+        self.runs_root = runs_root
+        self.timeline = Timeline()
+        self.form = CreateForm()
+        self.jobs: list[JobView] = []
+        self.scene = None
+        self.scene_source: str | None = None
+        #: The job whose scene updates go to the viewer (the last one started).
+        self.followed: JobView | None = None
+        self.time_changed = Signal()  # (t)
+        self.scene_changed = Signal()  # (scene)
+        self.jobs_changed = Signal()  # ()
+        pipelines = self.pipelines()
+        if pipelines:
+            self.form.pipeline = pipelines[0].name
+
+    # ------------------------------------------------------------ methods and create form
+    def registry(self):
+        return self._registry if self._registry is not None else _registry()
+
+    def pipelines(self) -> list:
+        """The registered pipelines (``PipelineInfo``), empty when the jobs layer is not installed."""
+        registry = self.registry()
+        return list(registry.list_pipelines()) if registry else []
+
+    def pipeline_info(self, name: str | None = None):
+        name = name or self.form.pipeline
+        registry = self.registry()
+        if registry is None:
+            raise StudioError("No generation methods are installed in this build of the studio.")
+        try:
+            return registry.get_pipeline(name)
+        except (KeyError, ValueError):
+            known = ", ".join(p.name for p in self.pipelines()) or "none"
+            raise StudioError(f"Unknown method '{name}' (known: {known}).") from None
+
+    def presets(self, name: str | None = None) -> list[str]:
+        try:
+            info = self.pipeline_info(name)
+        except StudioError:
+            return []
+        return list(info.config_cls.presets) or ["default"]
+
+    def advanced_fields(self, name: str | None = None, preset: str | None = None) -> list[tuple[str, Any, str]]:
+        """``(dotted key, value in the preset, help)`` for every config field of a pipeline (the advanced panel)."""
+        from pipelines.config import config_fields, config_to_dict
+
+        try:
+            info = self.pipeline_info(name)
+            cls = info.config_cls
+            config = cls.preset(preset or self.form.preset) if cls.presets else cls()
+        except (StudioError, ValueError):
+            return []
+        values = config_to_dict(config)
+        out = []
+        for key, _tp, default, help_text in config_fields(cls):
+            node = values
+            for part in key.split("."):
+                node = node.get(part, default) if isinstance(node, dict) else default
+            out.append((key, node, help_text))
+        return out
+
+    def build_spec(self, form: CreateForm | None = None):
+        """The ``JobSpec`` the form describes, or StudioError naming the field that is wrong."""
+        form = form or self.form
+        info = self.pipeline_info(form.pipeline)
+        inputs: dict[str, str] = {}
+        for name in info.inputs:
+            if name == "prompt":
+                if not form.prompt.strip():
+                    raise StudioError(f"{info.title} needs a prompt: describe the object and its motion.")
+                inputs["prompt"] = form.prompt.strip()
+            elif name in INPUT_SUFFIXES:
+                path = form.inputs.get(name)
+                if not path:
+                    raise StudioError(f"{info.title} needs an input {name}.")
+                check_input(name, path)
+                inputs[name] = str(path)
+            else:
+                path = form.inputs.get(name)
+                if not path or not Path(path).exists():
+                    raise StudioError(f"{info.title} needs an input {name} file.")
+                inputs[name] = str(path)
+        overrides = {key: parse_override(text) for key, text in form.overrides.items() if text.strip()}
+        try:
+            config = info.config_cls.preset(form.preset) if info.config_cls.presets else info.config_cls()
+            if overrides:
+                config = config.override(overrides)
+        except ValueError as err:  # ConfigError names the preset or the key
+            raise StudioError(str(err)) from None
+        if not 0 <= int(form.seed) < 2**31:
+            raise StudioError(f"The seed must be between 0 and {2**31 - 1}, not {form.seed}.")
+        from pipelines.jobs import JobSpec
+
+        return JobSpec(pipeline=info.name, inputs=inputs, config=config, seed=int(form.seed), preset=form.preset)
+
+    # ------------------------------------------------------------ jobs
+    @property
+    def runner(self):
+        if self._runner is None:
+            try:
+                from pipelines.jobs import JobRunner
+            except ImportError:
+                raise StudioError("The job runner is not installed in this build of the studio.") from None
+            self._runner = JobRunner(self.runs_root)
+        return self._runner
+
+    def generate(self, form: CreateForm | None = None) -> JobView:
+        """Validate the form and start a job; its scene updates go to the viewer."""
+        spec = self.build_spec(form)
+        try:
+            job = self.runner.submit(spec)
+        except (ValueError, KeyError, OSError, RuntimeError) as err:  # preflight: a missing model, a full disk
+            raise StudioError(str(err).strip("'\"")) from None
+        subject = spec.inputs.get("prompt") or next((Path(v).name for v in spec.inputs.values()), "")
+        view = JobView(job=job, title=f"{spec.pipeline}: {subject}" if subject else spec.pipeline)
+        self.jobs.append(view)
+        self.followed = view
+        self.jobs_changed.emit()
+        return view
+
+    def poll_jobs(self) -> bool:
+        """Fold in every job's new events (non-blocking); True when anything changed."""
+        changed = False
+        for view in self.jobs:
+            before = view.status
+            for event in view.job.poll():
+                changed = True
+                if view.apply(event) and view is self.followed:
+                    self._open_quietly(view.scene_path, view.title)
+            if view.status != before:
+                changed = True
+                result = getattr(view.job, "result_dir", None)
+                if view.status == "done" and result is not None:
+                    view.scene_path = str(result)
+                    view.fraction = 1.0
+                    if view is self.followed:
+                        self._open_quietly(view.scene_path, view.title)
+        if changed:
+            self.jobs_changed.emit()
+        return changed
+
+    def cancel(self, view: JobView) -> None:
+        view.job.cancel()
+        self.jobs_changed.emit()
+
+    def resume(self, view: JobView) -> JobView:
+        """Continue a cancelled or crashed job from its last checkpoint."""
+        if not view.resumable:
+            raise StudioError(f"'{view.title}' is {view.status}; only cancelled or interrupted jobs can resume.")
+        view.job = self.runner.resume(view.job.run_dir)
+        view.stage = "resuming"
+        self.followed = view
+        self.jobs_changed.emit()
+        return view
+
+    # ------------------------------------------------------------ library of past runs
+    def library(self) -> list:
+        """Past runs, newest first (``RunInfo``: run_dir, spec, status, created, thumbnail); empty
+        without the jobs layer."""
+        try:
+            from pipelines.jobs import list_runs
+        except ImportError:
+            return []
+        root = self.runs_root if self.runs_root is not None else getattr(self._runner, "runs_root", None)
+        return list(list_runs(root))
+
+    def open_run(self, run) -> None:
+        """Show a past run's final scene (or, while it has none, its newest scene update)."""
+        run_dir = Path(run.run_dir)
+        candidates = [getattr(run, "result_dir", None), run_dir / "result"]
+        candidates += sorted((run_dir / "scenes").glob("*"), reverse=True) if (run_dir / "scenes").is_dir() else []
+        for candidate in candidates:
+            if candidate is not None and (Path(candidate) / "scene.json").is_file():
+                self.open_scene(candidate)
+                return
+        raise StudioError(f"The run '{run_dir.name}' has no scene yet ({run.status}).")
+
+    def resume_run(self, run_dir: str | Path) -> JobView:
+        """Resume a past run from its folder (a cancelled or interrupted job from the library)."""
+        try:
+            job = self.runner.resume(Path(run_dir))
+        except (ValueError, KeyError, OSError, RuntimeError) as err:
+            raise StudioError(str(err).strip("'\"")) from None
+        view = JobView(job=job, title=f"{job.spec.pipeline}: {Path(run_dir).name}", stage="resuming")
+        self.jobs.append(view)
+        self.followed = view
+        self.jobs_changed.emit()
+        return view
+
+    def shutdown(self, cancel_running: bool = True) -> None:
+        if self._runner is not None:
+            self._runner.shutdown(cancel_running=cancel_running)
+
+    def running_jobs(self) -> list[JobView]:
+        return [v for v in self.jobs if not v.finished]
+
+    # ------------------------------------------------------------ scene and time
+    def set_scene(self, scene, source: str | None = None) -> None:
+        """Show ``scene``; the timeline spans its time range and keeps its frame."""
+        self.scene = scene
+        self.scene_source = source
+        if scene is not None:
+            self.timeline.time_range = tuple(float(v) for v in scene.time_range)
+        if self.viewer is not None:
+            self.viewer.show(scene, self.timeline.t)
+        self.scene_changed.emit(scene)
+
+    def open_scene(self, directory: str | Path) -> None:
+        """Load a saved scene folder (a run's result) into the viewer."""
+        from renderers.scene import load_scene
+
+        try:
+            scene = load_scene(directory)
+        except (FileNotFoundError, ValueError) as err:
+            raise StudioError(str(err)) from None
+        except Exception as err:
+            raise StudioError(f"The scene in '{directory}' could not be loaded: {err}") from None
+        self.set_scene(scene, str(directory))
+
+    def _open_quietly(self, directory: str | None, title: str) -> None:
+        if not directory:
+            return
+        try:
+            self.open_scene(directory)
+        except StudioError as err:
+            for view in self.jobs:
+                if view.title == title:
+                    view.messages.append(str(err))
+
+    def set_frame(self, frame: int) -> None:
+        if self.timeline.set_frame(frame):
+            self._time_moved()
+
+    def set_time(self, t: float) -> None:
+        if self.timeline.set_time(t):
+            self._time_moved()
+
+    def tick(self) -> None:
+        """One playback step (the Qt timer or the browser loop calls this at ``timeline.fps``)."""
+        if self.timeline.tick():
+            self._time_moved()
+
+    def set_playing(self, playing: bool) -> None:
+        self.timeline.playing = bool(playing) and self.scene is not None
+
+    def _time_moved(self) -> None:
+        if self.viewer is not None and self.scene is not None:
+            self.viewer.set_time(self.timeline.t)
+        self.time_changed.emit(self.timeline.t)
+
+    def set_camera(self, preset: str) -> None:
+        if self.viewer is not None:
+            self.viewer.set_camera(preset)
+
+    # ------------------------------------------------------------ export
+    @staticmethod
+    def export_available() -> bool:
+        module = _exporter()
+        return module is not None and hasattr(module, "export")
+
+    @staticmethod
+    def export_formats() -> list[str]:
+        module = _exporter()
+        return list(getattr(module, "FORMATS", {})) if module is not None else []
+
+    def export(self, request: ExportRequest) -> Path:
+        """Write the current scene as ``request`` asks (``renderers.export.export``); the written path."""
+        if self.scene is None:
+            raise StudioError("There is no scene to export yet: generate or open one first.")
+        module = _exporter()
+        if module is None or not hasattr(module, "export"):
+            raise StudioError("Exporting is not available in this build of the studio.")
+        wanted = {"t": request.t, "frames": request.frames, "resolution": request.resolution,
+                  "time_range": request.time_range}
+        options = {k: wanted[k] for k in EXPORT_OPTIONS.get(request.format, ())}
+        try:
+            written = module.export(self.scene, Path(request.path), request.format, overwrite=request.overwrite,
+                                    **options)
+        except (OSError, ValueError) as err:  # ExportError is a ValueError with one sentence
+            raise StudioError(str(err)) from None
+        return Path(written) if written is not None else Path(request.path)
