@@ -39,6 +39,7 @@ class ModelSpec:
     repo_id: str | None = None
     files: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
+    bundled: str | None = None  # a folder under assets/checkpoints that ships with the studio
 
 
 _DIFFUSERS_FILES = ("model_index.json", "*/config.json", "*/*.txt", "*/tokenizer*.json", "*/vocab.json",
@@ -80,6 +81,11 @@ for _spec in (
     ModelSpec("sv3d-p", "SV3D_p (orbit from an image)", "image-to-orbit",
               "pipelines.priors.video_diffusion:load_sv3d", "stabilityai/sv3d", ("sv3d_p.safetensors",),
               needs=("svd-xt",)),
+    *(ModelSpec(_name, f"In-house field prior ({_task})", _task,
+                f"pipelines.priors.inhouse:load_{_name.replace('-', '_')}", bundled="inhouse-field-prior")
+      for _name, _task in (("inhouse-t2i", "text-to-image"), ("inhouse-t2mv", "text-to-multiview"),
+                           ("inhouse-t2v", "text-to-video"), ("inhouse-i2v", "image-to-video"),
+                           ("inhouse-i2orbit", "image-to-orbit"))),
 ):
     register_model(_spec)
 
@@ -116,6 +122,13 @@ def installed_path(name: str) -> Path | None:
     local = models_dir() / name
     if _has_files(local):
         return local
+    if spec.bundled:
+        from assets import asset_path
+
+        try:
+            return asset_path("checkpoints", spec.bundled)
+        except FileNotFoundError:
+            pass
     if spec.repo_id:
         snap = _hf_snapshot(spec.repo_id)
         if snap is not None and _has_files(snap):

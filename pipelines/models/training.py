@@ -1,0 +1,375 @@
+"""Training the field prior on the procedural world: mixed-role batches, resumable, with progress and ETA.
+
+Every step draws a batch of 4-view view sets, each in a random role (4 orbit views at one time, 4 frames
+of one camera, the same with view/frame 0 given clean, or a 2 x 2 block of views x frames), plus a batch of
+single images, all cut from cached V x F matrices of world scenes (T1 Sec. 3.1, view-wise sampling: the
+network sees a few views of a field at a time, never the whole field). Noise is shared across the views of
+an item with probability ``shared_noise`` (T1 Eq. 1, cross-view noise consistency); prompts are dropped with
+probability ``p_uncond`` for classifier-free guidance.
+
+Randomness of step ``k`` comes from generators seeded by ``(seed, k)``, so a run resumed from a checkpoint
+takes exactly the steps an uninterrupted one would. A checkpoint is ``ckpt-<step>.safetensors`` (model, EMA
+and Adam moments) plus ``state.json`` naming it, both written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from pipelines.config import Config, config_from_dict, config_to_dict
+from pipelines.events import EtaEstimator, Progress
+from pipelines.models.field_dit import FieldDiT, FieldPriorArch, images_to_latents
+from pipelines.models.text import PromptTokenizer
+from pipelines.world import grammar
+
+TRAIN_ROLES = ("multiview", "video", "image-to-video", "image-to-orbit", "block")
+
+
+@dataclass(frozen=True)
+class TrainPriorConfig(Config):
+    """How to train a field prior. ``cpu`` is the bundled model's preset (about 3 h on 2 cores)."""
+
+    schema_version: ClassVar[int] = 1
+    presets: ClassVar[dict] = {
+        "tiny": {"width": 32, "depth": 2, "heads": 2, "text_width": 32, "text_layers": 1, "train_size": 8,
+                 "batch": 2, "image_batch": 2, "steps": 20, "resolution": 16, "warmup": 2},
+        "cpu": {},
+        "gpu": {"width": 256, "depth": 8, "heads": 8, "text_width": 256, "train_size": 20000, "batch": 64,
+                "image_batch": 64, "steps": 40000, "lr": 2e-4, "checkpoint_minutes": 10.0},
+    }
+
+    # architecture (FieldPriorArch)
+    resolution: int = 32
+    downsample: int = 4
+    width: int = 96
+    depth: int = 4
+    heads: int = 4
+    text_width: int = 64
+    text_layers: int = 1
+    text_length: int = 16
+    cross_attention: bool = True
+    # data: the first ``train_size`` scenes of the world's train split, rendered as 4 x 4 matrices
+    train_size: int = 1536
+    held_out: int = 24          # shape/colour/motion combinations never trained on (for the evaluation)
+    cache_dir: str = ""         # "" = <data>/world-cache
+    # optimisation
+    steps: int = 4000
+    batch: int = 6              # 4-view items per step
+    image_batch: int = 8        # single images per step
+    lr: float = 1e-3
+    warmup: int = 50
+    ema: float = 0.999
+    p_uncond: float = 0.1
+    p_drop_image: float = 0.1
+    shared_noise: float = 0.5
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0            # torch threads; 0 = leave torch's default
+    checkpoint_minutes: float = 5.0
+    keep_checkpoints: int = 2
+
+    def arch(self, vocab_size: int) -> FieldPriorArch:
+        return FieldPriorArch(self.resolution, self.downsample, self.width, self.depth, self.heads, self.text_width,
+                              self.text_layers, self.text_length, vocab_size, self.cross_attention)
+
+
+def held_out_combinations(n: int, seed: int = 1234) -> list[tuple[str, str, str]]:
+    """``n`` (shape, colour, motion) triples that training skips, fixed by ``seed``."""
+    rng = np.random.default_rng(seed)
+    combos = [(s, c, m) for s in grammar.SHAPES for c in grammar.COLOURS for m in grammar.motions_for(s)]
+    picks = rng.choice(len(combos), size=min(n, len(combos)), replace=False)
+    return [combos[i] for i in sorted(picks)]
+
+
+@dataclass
+class WorldTensors:
+    """The training scenes in memory: rgb uint8 [S, V, F, H, W, 3], c2w [S, V, 4, 4], K [S, V, 3, 3],
+    times [S, F], specs (for fresh caption phrasings every step)."""
+
+    rgb: torch.Tensor
+    c2w: torch.Tensor
+    K: torch.Tensor
+    times: torch.Tensor
+    specs: list
+
+
+def load_world(config: TrainPriorConfig, log: Callable[[str], None] = print) -> WorldTensors:
+    """Render (once, cached) and load the training matrices, without the held-out combinations."""
+    from pipelines.world.datasets import MatrixDataset
+
+    kwargs = {"resolution": config.resolution, "views": 4, "frames": 4}
+    if config.cache_dir:
+        kwargs["cache_dir"] = config.cache_dir
+    data = MatrixDataset("train", config.train_size, **kwargs)
+    t0 = time.perf_counter()
+    built = data.build(workers=max(1, min(2, os.cpu_count() or 1)))
+    if built:
+        log(f"rendered {built} world shards in {time.perf_counter() - t0:.0f} s")
+    skip = set(held_out_combinations(config.held_out))
+    rgb, c2w, K, times, specs = [], [], [], [], []
+    for shard in range(data.num_shards):
+        arrays = data._shard(shard)
+        for row, seed in enumerate(arrays["seeds"]):
+            spec = grammar.sample_spec(int(seed))
+            if (spec.shape, spec.colour, spec.motion) in skip:
+                continue
+            rgb.append(arrays["rgb"][row])
+            c2w.append(arrays["c2w"][row])
+            K.append(arrays["K"][row])
+            times.append(arrays["times"][row])
+            specs.append(spec)
+    return WorldTensors(torch.from_numpy(np.stack(rgb)), torch.from_numpy(np.stack(c2w)),
+                        torch.from_numpy(np.stack(K)), torch.from_numpy(np.stack(times)), specs)
+
+
+def _latents(rgb_u8: torch.Tensor, downsample: int) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> latents [..., C, h, w]."""
+    return images_to_latents(rgb_u8.float().div(255).movedim(-1, -3), downsample)
+
+
+def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptTokenizer, step: int) -> dict:
+    """The mixed-role batch of step ``step`` (deterministic in (seed, step)).
+
+    Returns ``sets`` (4-view items) and ``images`` (single views), each a dict with x0 [B, N, C, h, w],
+    c2w [B, N, 4, 4], K [B, N, 3, 3], times [B, N], clean [B, N], ids [B, L], roles.
+    """
+    rng = np.random.default_rng([config.seed, step, 7])
+    S = world.rgb.shape[0]
+
+    def caption(i: int) -> str:
+        if rng.random() < config.p_uncond:
+            return ""
+        spec = world.specs[i]
+        return spec.caption() if rng.random() < 0.3 else spec.caption(rng)
+
+    def pack(entries, roles):
+        idx = torch.tensor([e[0] for e in entries])
+        vv = torch.tensor([e[1] for e in entries])             # [B, N] view indices
+        ff = torch.tensor([e[2] for e in entries])             # [B, N] frame indices
+        rows = idx[:, None].expand_as(vv)
+        x0 = _latents(world.rgb[rows, vv, ff], config.downsample)
+        clean = torch.tensor([e[3] for e in entries], dtype=torch.bool)
+        return {"x0": x0, "c2w": world.c2w[rows, vv], "K": world.K[rows, vv], "times": world.times[rows, ff],
+                "clean": clean, "ids": tokenizer.encode([caption(e[0]) for e in entries]), "roles": roles}
+
+    sets, roles = [], []
+    for _ in range(config.batch):
+        i, role = int(rng.integers(S)), TRAIN_ROLES[rng.integers(len(TRAIN_ROLES))]
+        v, f = int(rng.integers(4)), int(rng.integers(4))
+        keep = rng.random() >= config.p_drop_image
+        if role in ("multiview", "image-to-orbit"):
+            start = int(rng.integers(4))
+            views, frames = [(start + k) % 4 for k in range(4)], [f] * 4
+        elif role in ("video", "image-to-video"):
+            views, frames = [v] * 4, [0, 1, 2, 3]
+        else:  # a 2 x 2 block of views x frames
+            a, b = rng.choice(4, 2, replace=False), rng.choice(4, 2, replace=False)
+            views, frames = [int(a[0]), int(a[0]), int(a[1]), int(a[1])], [int(b[0]), int(b[1])] * 2
+        clean = [role.startswith("image-to") and keep, False, False, False]
+        sets.append((i, views, frames, clean))
+        roles.append(role)
+    images = [(int(rng.integers(S)), [int(rng.integers(4))], [int(rng.integers(4))], [False])
+              for _ in range(config.image_batch)]
+    return {"sets": pack(sets, roles), "images": pack(images, ["image"] * len(images)),
+            "seed": int(rng.integers(2 ** 31))}
+
+
+def diffusion_loss(model: FieldDiT, part: dict, schedule, shared_noise: float, generator: torch.Generator,
+                   device) -> torch.Tensor:
+    """v-prediction MSE over the noisy views of one packed part of a batch."""
+    x0 = part["x0"].to(device)
+    B, N = x0.shape[:2]
+    level = torch.randint(0, schedule.num_steps, (B,), generator=generator).float()
+    eps = torch.randn(x0.shape, generator=generator)
+    # T1 Eq. 1: the same noise component for every view of a field (for a share of the items).
+    shared = torch.rand(B, generator=generator) < shared_noise
+    eps = torch.where(shared[:, None, None, None, None], eps[:, :1].expand_as(eps), eps).to(device)
+    alpha, sigma = (a.to(device).view(B, 1, 1, 1, 1) for a in schedule.alpha_sigma(level))
+    clean = part["clean"].to(device)
+    x_t = torch.where(clean[:, :, None, None, None], x0, alpha * x0 + sigma * eps)
+    text = model.encode_text(part["ids"].to(device))
+    out = model(x_t, level.to(device), text, part["c2w"].to(device), part["K"].to(device),
+                part["times"].to(device), clean)
+    target = alpha * eps - sigma * x0
+    weight = (~clean).float()[:, :, None, None, None]
+    return ((out - target) ** 2 * weight).sum() / (weight.sum() * x0[0, 0].numel()).clamp_min(1)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(out_dir: Path, step: int, model: FieldDiT, ema: dict, optimizer: torch.optim.Optimizer,
+                    config: TrainPriorConfig, extra: dict, keep: int = 2) -> Path:
+    """``ckpt-<step>.safetensors`` + ``state.json`` (written last, so it always names a complete file)."""
+    from safetensors.torch import save
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.items()})
+    opt = optimizer.state_dict()
+    for pid, state in opt["state"].items():
+        for key, value in state.items():
+            tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
+    path = out_dir / f"ckpt-{step:07d}.safetensors"
+    _atomic_write_bytes(path, save(tensors))
+    state = {"step": step, "checkpoint": path.name, "config": config_to_dict(config),
+             "arch": model.arch.to_dict(), "param_groups": opt["param_groups"], **extra}
+    _atomic_write_bytes(out_dir / "state.json", json.dumps(state, indent=1).encode())
+    for old in sorted(out_dir.glob("ckpt-*.safetensors"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def read_training_checkpoint(out_dir: Path, ema: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(state.json, model weights) of the newest checkpoint in ``out_dir`` (EMA weights when ``ema``)."""
+    from safetensors.torch import load_file
+
+    state = json.loads((Path(out_dir) / "state.json").read_text())
+    tensors = load_file(Path(out_dir) / state["checkpoint"])
+    prefix = "ema." if ema else "model."
+    return state, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def export_prior(out_dir: Path, dest: Path, card: dict | None = None, half: bool = True) -> Path:
+    """The EMA weights of the newest checkpoint as ``dest/model.safetensors`` (fp16) + ``dest/config.json``."""
+    from safetensors.torch import save
+
+    state, weights = read_training_checkpoint(out_dir, ema=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    weights = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in weights.items()}
+    _atomic_write_bytes(dest / "model.safetensors", save(weights))
+    config = {"arch": state["arch"], "training": state["config"], "step": state["step"],
+              "train_seconds": state.get("train_seconds"), "held_out": state.get("held_out"), **(card or {})}
+    _atomic_write_bytes(dest / "config.json", json.dumps(config, indent=1).encode())
+    return dest
+
+
+# ------------------------------------------------------------------------------------------------ training
+def _lr(config: TrainPriorConfig, step: int) -> float:
+    warm = min(1.0, (step + 1) / max(1, config.warmup))
+    decay = 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, config.steps))))
+    return config.lr * warm * (0.1 + 0.9 * decay)
+
+
+def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = True,
+                progress: Callable[[Progress], None] | None = None, world: WorldTensors | None = None,
+                stop_after: int | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Train (or continue training) a field prior into ``out_dir``; returns a summary dict.
+
+    ``resume``: continue from ``out_dir/state.json`` when it exists (the config must match). ``stop_after``
+    ends this sitting after that many steps (a checkpoint is written), as a killed run would. ``world``
+    passes preloaded data (tests). Progress events carry loss, samples/s and the ETA.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_file = out_dir / "train.log"
+
+    def say(line: str) -> None:
+        with log_file.open("a") as fh:
+            fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+        if log is not None:
+            log(line)
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = torch.device(config.device)
+    tokenizer = PromptTokenizer(config.text_length)
+    torch.manual_seed(config.seed)
+    model = FieldDiT(config.arch(tokenizer.vocab_size)).to(device)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, fused=fused)
+    step, train_seconds = 0, 0.0
+    state_path = out_dir / "state.json"
+    if resume and state_path.is_file():
+        step, train_seconds = _restore(out_dir, config, model, ema, optimizer, device)
+        say(f"resumed at step {step} ({train_seconds / 60:.1f} min trained so far)")
+    from pipelines.priors.inhouse import cosine_schedule
+
+    schedule = cosine_schedule()
+    if world is None:
+        world = load_world(config, say)
+    say(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {world.rgb.shape[0]} scenes, "
+        f"steps {step} -> {config.steps}")
+    eta = EtaEstimator(config.steps)
+    last_ckpt = time.perf_counter()
+    sitting_end = config.steps if stop_after is None else min(config.steps, step + stop_after)
+    losses: list[float] = []
+    summary = {"held_out": [list(c) for c in held_out_combinations(config.held_out)]}
+    per_step = config.batch * 4 + config.image_batch
+    while step < sitting_end:
+        t0 = time.perf_counter()
+        batch = make_batch(world, config, tokenizer, step)
+        gen = torch.Generator().manual_seed(batch["seed"])
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(config, step)
+        loss_sets = diffusion_loss(model, batch["sets"], schedule, config.shared_noise, gen, device)
+        loss_img = diffusion_loss(model, batch["images"], schedule, config.shared_noise, gen, device)
+        loss = loss_sets + loss_img
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        decay = min(config.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if v.is_floating_point():
+                    ema[k].lerp_(v, 1 - decay)
+                else:
+                    ema[k].copy_(v)
+        dt = time.perf_counter() - t0
+        train_seconds += dt
+        losses.append(loss.item())
+        remaining = eta.update(step)
+        if progress is not None:
+            progress(Progress("train prior", step, config.steps, {"loss": losses[-1], "views_per_s": per_step / dt},
+                              remaining))
+        if step % 25 == 0 or step == sitting_end:
+            recent = float(np.mean(losses[-25:]))
+            eta_text = f"{remaining / 60:.0f} min" if remaining is not None else "?"
+            say(f"step {step}/{config.steps} loss {recent:.4f} ({per_step / dt:.1f} views/s, ETA {eta_text})")
+        if (time.perf_counter() - last_ckpt) / 60 >= config.checkpoint_minutes or step == sitting_end:
+            save_checkpoint(out_dir, step, model, ema, optimizer, config,
+                            {"train_seconds": train_seconds, **summary}, config.keep_checkpoints)
+            last_ckpt = time.perf_counter()
+    return {"step": step, "train_seconds": train_seconds, "losses": losses, "out_dir": str(out_dir),
+            "model": model, "ema": ema}
+
+
+def _restore(out_dir: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict, optimizer, device) -> tuple:
+    from safetensors.torch import load_file
+
+    state = json.loads((out_dir / "state.json").read_text())
+    saved = config_from_dict(TrainPriorConfig, state["config"])
+    arch_keys = ("resolution", "downsample", "width", "depth", "heads", "text_width", "text_layers", "text_length")
+    changed = [k for k in arch_keys if getattr(saved, k) != getattr(config, k)]
+    if changed:
+        raise ValueError(f"{out_dir} holds a run with a different architecture ({', '.join(changed)}); "
+                         "train into a new folder or pass resume=False.")
+    tensors = load_file(out_dir / state["checkpoint"])
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for k, v in tensors.items():
+        if k.startswith("ema."):
+            ema[k[4:]].copy_(v)
+    opt_state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, key = k.split(".", 2)
+            opt_state.setdefault(int(pid), {})[key] = v.to(device) if key != "step" else v
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    model.to(device)
+    return int(state["step"]), float(state.get("train_seconds", 0.0))

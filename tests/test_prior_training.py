@@ -1,0 +1,76 @@
+"""Training the field prior: resume equals an uninterrupted run, a tiny overfit lowers the loss, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from pipelines.models import cli_train
+from pipelines.models.text import PromptTokenizer
+from pipelines.models.training import TrainPriorConfig, held_out_combinations, load_world, make_batch, train_prior
+from pipelines.priors.registry import load_prior
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A handful of real world scenes at 16 px, rendered once for the module."""
+    config = TrainPriorConfig.preset("tiny").replace(cache_dir=str(tmp_path_factory.mktemp("cache")), train_size=6)
+    return load_world(config, log=lambda line: None)
+
+
+def test_batches_mix_roles_and_are_deterministic(world):
+    config = TrainPriorConfig.preset("tiny").replace(batch=12)
+    tok = PromptTokenizer(config.text_length)
+    a, b = make_batch(world, config, tok, 3), make_batch(world, config, tok, 3)
+    assert torch.equal(a["sets"]["x0"], b["sets"]["x0"]) and a["sets"]["roles"] == b["sets"]["roles"]
+    assert a["sets"]["x0"].shape == (12, 4, 48, 4, 4) and a["images"]["x0"].shape == (2, 1, 48, 4, 4)
+    assert len(set(a["sets"]["roles"])) >= 3
+    clean = a["sets"]["clean"]
+    assert not clean[:, 1:].any()
+    assert all(r.startswith("image-to") for r, c in zip(a["sets"]["roles"], clean[:, 0]) if c)
+    held = held_out_combinations(24)
+    assert len(held) == 24 and all((s.shape, s.colour, s.motion) not in held for s in world.specs)
+
+
+def test_resume_equals_uninterrupted(world, tmp_path):
+    config = TrainPriorConfig.preset("tiny").replace(steps=6)
+    whole = train_prior(config, tmp_path / "whole", world=world)
+    train_prior(config, tmp_path / "split", world=world, stop_after=3)
+    resumed = train_prior(config, tmp_path / "split", world=world)
+    assert resumed["step"] == 6
+    assert resumed["losses"] == pytest.approx(whole["losses"][3:], rel=1e-5)
+    for key, value in whole["model"].state_dict().items():
+        assert torch.allclose(value, resumed["model"].state_dict()[key], atol=1e-6), key
+    for key, value in whole["ema"].items():
+        assert torch.allclose(value, resumed["ema"][key], atol=1e-6), key
+
+
+@pytest.mark.slow
+def test_tiny_overfit_lowers_the_loss(world, tmp_path):
+    config = TrainPriorConfig.preset("tiny").replace(steps=120, lr=3e-3, warmup=5, batch=4, image_batch=4,
+                                                     p_uncond=0.0, checkpoint_minutes=100.0)
+    losses = train_prior(config, tmp_path / "run", world=world)["losses"]
+    first, last = sum(losses[:10]) / 10, sum(losses[-20:]) / 20
+    assert last < 0.7 * first, (first, last)
+
+
+def test_cli_trains_resumes_and_exports(world, tmp_path, monkeypatch):
+    import pipelines.models.training as training
+
+    monkeypatch.setattr(training, "load_world", lambda config, log=print: world)
+    parser = argparse.ArgumentParser()
+    cli_train.add_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "run"
+    args = parser.parse_args(["prior", "--preset", "tiny", "--set", "steps=4", "--out", str(out), "--stop-after", "2"])
+    assert cli_train.run(args) == 0
+    assert cli_train.run(parser.parse_args(["prior", "--preset", "tiny", "--set", "steps=4", "--out", str(out)])) == 0
+    assert "resumed at step 2" in (out / "train.log").read_text()
+    bad = parser.parse_args(["prior", "--preset", "tiny", "--set", "width=64", "--out", str(out)])
+    assert cli_train.run(bad) == 2  # a different architecture in the same folder: one clear error
+    dest = tmp_path / "export"
+    assert cli_train.run(parser.parse_args(["prior", "--out", str(out), "--export", str(dest)])) == 0
+    prior = load_prior("inhouse-t2i", dest)
+    assert prior.model.arch.width == 32
+    assert (dest / "model.safetensors").stat().st_size < 1_000_000
