@@ -7,8 +7,15 @@ import math
 import pytest
 import torch
 
-from pipelines.diffusion2.sampler import (SamplerSettings, composed_direction, initial_noise, karras_sigmas,
-                                          per_view_weights, sample_matrix, step_noise)
+from pipelines.diffusion2.sampler import (
+    SamplerSettings,
+    composed_direction,
+    initial_noise,
+    karras_sigmas,
+    per_view_weights,
+    sample_matrix,
+    step_noise,
+)
 
 
 def row_mean(x, sigma, index):

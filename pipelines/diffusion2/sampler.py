@@ -33,7 +33,7 @@ which is what lets the two denoisers' modes merge.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -120,22 +120,13 @@ class SamplerSettings:
         return sum(per_step) + sum(per_step[: self.rollback_steps])
 
 
-def sample_matrix(video_denoise: Denoise, multiview_denoise: Denoise, known: Tensor, settings: SamplerSettings,
-                  s: Tensor | float = 0.5, seed: int = 0, x: Tensor | None = None, start_step: int = 0,
-                  callback: Callable[[int, Tensor, Tensor], None] | None = None) -> Tensor:
-    """Sample the matrix ``[V, F, C, h, w]`` whose row 0 and column 0 are ``known`` (Algorithm 1, Diffusion²).
-
-    Args:
-        known: ``[V, F, C, h, w]``; only ``known[0]`` (the reference view's video) and ``known[:, 0]`` (the
-            orbit at the reference frame) are read. They are the clean conditioning of Eq. 6; during
-            sampling they are shown to the denoisers noised to the current sigma with one fixed noise
-            draw (inpainting), and the result holds them exactly.
-        s: composition weight of the video score: a float, ``[V]`` per view, or ``[steps, V]`` per step and view.
-        seed: every random draw (start noise, rollback noise) comes from a stream of this seed and the
-            step, so a run resumed with ``x`` and ``start_step`` repeats the uninterrupted one exactly.
-        x: the state after ``start_step`` steps (resume), None to start from noise.
-        callback: ``callback(steps_done, x, x0_estimate)`` after every step (progress, previews, checkpoints).
-    """
+def iterate_matrix(video_denoise: Denoise, multiview_denoise: Denoise, known: Tensor, settings: SamplerSettings,
+                   s: Tensor | float = 0.5, seed: int = 0, x: Tensor | None = None,
+                   start_step: int = 0) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """Algorithm 1 one step at a time: yields ``(steps_done, x, x0_estimate)`` after every step, where ``x``
+    ``[V, F, ...]`` is the state to resume from (pass it back with ``start_step=steps_done``) and
+    ``x0_estimate`` the current guess of the clean matrix (for previews). The last ``x`` is the sample.
+    Arguments as :func:`sample_matrix`."""
     if known.ndim < 3:
         raise ValueError(f"the matrix must be [V, F, ...], got shape {list(known.shape)}")
     sigmas = settings.sigmas().tolist()
@@ -147,7 +138,6 @@ def sample_matrix(video_denoise: Denoise, multiview_denoise: Denoise, known: Ten
     if x is None:
         x = initial_noise(seed, known.shape, known.dtype).to(known.device) * sigmas[0]
     s_all = torch.as_tensor(s, dtype=known.dtype)
-    x0 = x
     for i in range(start_step, settings.steps):
         s_i = s_all[i] if s_all.ndim == 2 else s_all
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -166,6 +156,60 @@ def sample_matrix(video_denoise: Denoise, multiview_denoise: Denoise, known: Ten
             else:
                 x = x_next
         x = torch.where(m, known + sigma_next * ref_noise, x)
+        yield i + 1, x, torch.where(m, known, x0)
+
+
+def sample_matrix(video_denoise: Denoise, multiview_denoise: Denoise, known: Tensor, settings: SamplerSettings,
+                  s: Tensor | float = 0.5, seed: int = 0, x: Tensor | None = None, start_step: int = 0,
+                  callback: Callable[[int, Tensor, Tensor], None] | None = None) -> Tensor:
+    """Sample the matrix ``[V, F, C, h, w]`` whose row 0 and column 0 are ``known`` (Algorithm 1, Diffusion²).
+
+    Args:
+        known: ``[V, F, C, h, w]``; only ``known[0]`` (the reference view's video) and ``known[:, 0]`` (the
+            orbit at the reference frame) are read. They are the clean conditioning of Eq. 6; during
+            sampling they are shown to the denoisers noised to the current sigma with one fixed noise
+            draw (inpainting), and the result holds them exactly.
+        s: composition weight of the video score: a float, ``[V]`` per view, or ``[steps, V]`` per step and view.
+        seed: every random draw (start noise, rollback noise) comes from a stream of this seed and the
+            step, so a run resumed with ``x`` and ``start_step`` repeats the uninterrupted one exactly.
+        x: the state after ``start_step`` steps (resume), None to start from noise.
+        callback: ``callback(steps_done, x, x0_estimate)`` after every step (progress, previews, checkpoints).
+    """
+    for step, state, x0 in iterate_matrix(video_denoise, multiview_denoise, known, settings, s, seed, x, start_step):
+        x = state
         if callback is not None:
-            callback(i + 1, x, torch.where(m, known, x0))
-    return torch.where(m, known, x)
+            callback(step, x, x0)
+    mask = torch.zeros(known.shape[:2], dtype=torch.bool, device=known.device)
+    mask[0, :] = True
+    mask[:, 0] = True
+    return torch.where(mask.reshape(*mask.shape, *([1] * (known.ndim - 2))), known, x)
+
+
+def sample_sequence(denoise: Denoise, known: Tensor, length: int, settings: SamplerSettings, seed: int = 0) -> Tensor:
+    """One clip or orbit ``[L, C, h, w]`` whose element 0 is ``known`` ``[C, h, w]``, with a single prior
+    (the reference video and orbit of Fig. 2 (i), Diffusion²; same solver and rollback as the matrix)."""
+    sigmas = settings.sigmas().tolist()
+    shape = (1, length, *known.shape)
+    ref = known.expand(shape)
+    mask = torch.zeros(length, dtype=torch.bool, device=known.device).reshape(1, length, *([1] * known.ndim))
+    mask[:, 0] = True
+    ref_noise = initial_noise(seed + 1, shape, known.dtype).to(known.device)
+    x = initial_noise(seed, shape, known.dtype).to(known.device) * sigmas[0]
+    index = torch.zeros(1, dtype=torch.long)
+
+    def direction(x_in: Tensor, sigma: float) -> Tensor:
+        return (x_in - denoise(x_in, sigma, index)) / sigma
+    for i in range(settings.steps):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        repeats = 2 if i < settings.rollback_steps else 1
+        for j in range(repeats):
+            x_in = torch.where(mask, ref + sigma * ref_noise, x)
+            d = direction(x_in, sigma)
+            x_next = x_in + (sigma_next - sigma) * d
+            if settings.solver == "heun" and sigma_next > 0:
+                d_next = direction(torch.where(mask, ref + sigma_next * ref_noise, x_next), sigma_next)
+                x_next = x_in + (sigma_next - sigma) * (d + d_next) / 2
+            x = x_next
+            if j < repeats - 1:
+                x = x + (sigma - sigma_next) * step_noise(seed, i, j, x.shape, x.dtype).to(x.device)
+    return torch.where(mask, ref, x)[0]
