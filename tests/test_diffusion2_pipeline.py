@@ -12,6 +12,7 @@ from assets import asset_path
 from pipelines.context import RunContext
 from pipelines.diffusion2.config import Diffusion2Config
 from pipelines.diffusion2.inputs import InputError, load_reference, recentre, select_frames
+from pipelines.diffusion2.reconstruct import matrix_cameras
 from pipelines.events import Artifact, Preview, Progress
 from pipelines.registry import get_pipeline, resolve
 
@@ -79,8 +80,8 @@ def test_image_to_4d_end_to_end(tiny_models, tmp_path, monkeypatch):
     matrix = iio.imread(next(e.path for e in events if isinstance(e, Artifact) and e.kind == "matrix"))
     assert matrix.shape == (48, 48, 3)
     assert matrix[:16, :16, 0].mean() > 2 * matrix[:16, :16, 2].mean()  # the red ball
-    out = scene.render(__import__("pipelines.diffusion2.reconstruct", fromlist=["x"]).matrix_cameras(
-        3, 15.0, 2.7, 40.0, 16), 0.5)
+    with torch.no_grad():
+        out = scene.render(matrix_cameras(3, 15.0, 2.7, 40.0, 16), 0.5)
     assert out.rgb.shape == (3, 16, 16, 3) and float(out.alpha.max()) > 0.1
     scene.save(tmp_path / "scene")
     from renderers.scene import load_scene
