@@ -43,9 +43,9 @@ def tiny_models(tmp_path_factory):
     return root
 
 
-def run_pipeline(name, inputs, run_dir, seed=0, cancel_after=None):
+def run_pipeline(name, inputs, run_dir, seed=0, config_changes=None):
     info = get_pipeline(name)
-    config = Diffusion2Config.preset("preview").override(_flat(TINY))
+    config = Diffusion2Config.preset("preview").override(_flat(TINY) | (config_changes or {}))
     context = RunContext(run_dir, seed=seed, checkpoint_every_steps=1)
     gen = resolve(info.entry)(inputs, config, context)
     events = []
@@ -111,6 +111,25 @@ def test_resume_mid_sampling_gives_the_same_matrix(tiny_models, tmp_path, monkey
     _, events = run_pipeline("image-to-4d", image, tmp_path / "b")
     assert any("resumed from the checkpoint after step 2" in getattr(e, "message", "") for e in events)
     assert np.array_equal(iio.imread(tmp_path / "b" / "matrix.png"), iio.imread(tmp_path / "a" / "matrix.png"))
+
+
+def test_motion_candidates_are_what_the_full_run_starts_from(tiny_models, tmp_path, monkeypatch):
+    from pipelines.diffusion2.pipeline import motion_candidates
+
+    monkeypatch.setenv("FOURD_MODELS_DIR", str(tiny_models))
+    image = {"image": str(asset_path("examples", "red_ball.png"))}
+    config = Diffusion2Config.preset("preview").override(_flat(TINY))
+    clips = dict(item for item in motion_candidates("image", image, config, [11, 12], RunContext(tmp_path / "c"))
+                 if isinstance(item, tuple))
+    assert sorted(clips) == [11, 12] and clips[11].shape == (3, 16, 16, 3)
+    assert not torch.equal(clips[11], clips[12])
+    _, events = run_pipeline("image-to-4d", image, tmp_path / "r", config_changes={"motion_seed": 12})
+    ref = next(e for e in events if isinstance(e, Preview) and e.name.startswith("reference")).image
+    assert np.abs(ref[:16].astype(int) - _tile(clips[12])).max() <= 1
+
+
+def _tile(clip):
+    return (torch.cat(list(clip), 1).clamp(0, 1) * 255).round().numpy().astype(int)
 
 
 def test_video_to_4d_uses_the_frames_as_row_zero(tiny_models, tmp_path, monkeypatch):

@@ -122,6 +122,8 @@ class Diffusion2Config(Config):
     recenter: bool = field(default=True, metadata={"help": "recentre and rescale the subject"})
     text_steps: int = field(default=25, metadata={"help": "steps of the text -> image step"})
     text_guidance: float = field(default=3.0, metadata={"help": "guidance of the text -> image step"})
+    motion_seed: int = field(default=-1, metadata={"help": "seed of the reference video (-1: from the run seed); "
+                                                          "pick one with motion_candidates"})
     preview_every: int = field(default=4, metadata={"help": "sampling steps between matrix previews"})
     fit_preview_every: int = field(default=100, metadata={"help": "fitting steps between previews"})
     scene_every: int = field(default=200, metadata={"help": "fitting steps between scene updates"})

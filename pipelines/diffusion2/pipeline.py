@@ -136,7 +136,7 @@ def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator
         else:
             rows = PriorDenoiser(video_prior, video_conditioning(ref_images[:1], torch.tensor([0])), "rows",
                                  sc.video_guidance)
-            video = sample_sequence(rows, known0, F, ref_settings, seed=context.seed * 7 + 2)
+            video = sample_sequence(rows, known0, F, ref_settings, seed=_motion_seed(config, context.seed))
         state = {"orbit": orbit, "video": video}
         done = 1
         yield Progress("reference", done, total)
@@ -199,6 +199,38 @@ def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator
             yield SceneUpdate(scene=fit.scene(), step=done)
         context.step_done(done, lambda: keep | fit.state(), lambda: {"stage": "reconstruction"})
     return fit.scene()
+
+
+def _motion_seed(config: Diffusion2Config, run_seed: int) -> int:
+    return config.motion_seed if config.motion_seed >= 0 else run_seed * 7 + 2
+
+
+def motion_candidates(kind: str, inputs: dict, config: Diffusion2Config, seeds: list[int], context) -> Iterator:
+    """Yields ``(seed, clip)`` for each motion seed: the reference view's video ``[F, H, W, 3]`` in [0, 1] that a
+    full run with ``config.replace(motion_seed=seed)`` starts from, so the user picks the motion before the
+    long sampling and fit (``kind`` "image" or "prompt"; a video input has its motion already)."""
+    from pipelines.diffusion2.denoisers import PriorDenoiser, image_conditioning, max_sigma
+    from pipelines.diffusion2.reconstruct import matrix_cameras
+    from pipelines.diffusion2.sampler import SamplerSettings, sample_sequence
+    from pipelines.events import Log
+    from pipelines.priors.registry import load_prior
+
+    sc = config.sampling
+    prior = load_prior(prior_name(config, context, "video"), device=context.device)
+    reference = yield from _reference(kind, inputs, config, context)
+    image = reference.composite(config.background)[:1]
+    cameras = matrix_cameras(sc.views, config.elevation, config.distance, config.fovy, config.resolution)
+    cond = image_conditioning(prior, image.permute(0, 3, 1, 2), cameras.c2w[:1][:, None], config.elevation,
+                              torch.zeros(1, 1), config.prompt)
+    rows = PriorDenoiser(prior, cond, "rows", sc.video_guidance)
+    settings = SamplerSettings(sc.reference_steps, sc.sigma_min, min(sc.sigma_max, max_sigma(prior)), sc.rho,
+                               sc.solver, min(sc.rollback_steps, sc.reference_steps), sc.chunk)
+    known0 = _encode(prior, image)[0]
+    for seed in seeds:
+        context.check_cancelled()
+        clip = _decode(prior, sample_sequence(rows, known0, sc.frames, settings, seed=seed))
+        yield Log(f"motion candidate with seed {seed} is ready")
+        yield seed, clip
 
 
 def _reference_mask(V: int, F: int, ndim: int) -> Tensor:
