@@ -122,3 +122,42 @@ def test_per_view_weights_and_settings_checks():
         SamplerSettings(solver="dpm")
     assert karras_sigmas(5, 0.002, 80.0)[0].item() == pytest.approx(80.0)
     assert karras_sigmas(5, 0.002, 80.0)[-2].item() == pytest.approx(0.002)
+
+
+def _sample_in_process(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        out, calls = _shared_problem()
+        torch.save({"out": out, "calls": calls}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _shared_problem():
+    mu = torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(7))
+    rows, cols = gaussian_denoisers(mu, 0.3)
+    calls = []
+
+    def counted(fn):
+        def call(x, sigma, index):
+            calls.append(index.tolist())
+            return fn(x, sigma, index)
+        return call
+    settings = SamplerSettings(steps=6, sigma_max=10.0, rollback_steps=2, solver="heun", chunk=2)
+    return sample_matrix(counted(rows), counted(cols), torch.ones(5, 4, 3), settings, s=0.4, seed=9), calls
+
+
+def test_two_gloo_processes_sample_the_same_matrix_as_one(tmp_path):
+    import torch.multiprocessing as mp
+
+    single, single_calls = _shared_problem()
+    mp.spawn(_sample_in_process, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for r in results:
+        assert torch.equal(r["out"], single)
+    # Each process denoised only its share of rows and columns (r, r + 2, ...).
+    seen = [sorted({i for call in r["calls"] for i in call}) for r in results]
+    assert seen[0] == [0, 2, 4] and seen[1] == [1, 3]
+    assert sum(len(r["calls"]) for r in results) < 2 * len(single_calls)

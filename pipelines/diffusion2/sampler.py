@@ -72,10 +72,35 @@ def initial_noise(seed: int, shape, dtype=torch.float32) -> Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 % (2 ** 63)), dtype=dtype)
 
 
+def _shard() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed group when one is running, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _in_chunks(fn: Denoise, x: Tensor, sigma: float, chunk: int) -> Tensor:
-    """``fn`` over the leading axis of ``x`` ``chunk`` items at a time: memory follows the chunk, not V x F."""
+    """``fn`` over the leading axis of ``x`` ``chunk`` items at a time: memory follows the chunk, not V x F.
+
+    Under ``torch.distributed`` (gloo on CPU, NCCL on GPUs) process r of W denoises items r, r + W, ...
+    and one all-reduce of the zero-padded results gives every process the whole answer; each entry comes
+    from exactly one process, so the sum is exact and 1 or N processes sample the same matrix.
+    """
+    rank, world = _shard()
     index = torch.arange(x.shape[0])
-    return torch.cat([fn(x[i:i + chunk], sigma, index[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
+    if world == 1:
+        return torch.cat([fn(x[i:i + chunk], sigma, index[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
+    import torch.distributed as dist
+
+    out = torch.zeros_like(x)
+    mine = index[rank::world]
+    for i in range(0, len(mine), chunk):
+        part = mine[i:i + chunk]
+        out[part.to(x.device)] = fn(x[part.to(x.device)], sigma, part)
+    dist.all_reduce(out)
+    return out
 
 
 def composed_direction(x: Tensor, sigma: float, video_denoise: Denoise, multiview_denoise: Denoise,
