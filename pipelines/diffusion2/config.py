@@ -40,8 +40,8 @@ class SamplingConfig:
 class ReconstructionConfig:
     """Stage 2: deformable 3D Gaussians fitted to the matrix (Sec. 3.4)."""
 
-    steps: int = field(default=500, metadata={"help": "total optimisation steps (warm-up included)"})
-    warmup_steps: int = field(default=200, metadata={"help": "static steps on the reference frame's views"})
+    steps: int = field(default=300, metadata={"help": "total optimisation steps (warm-up included)"})
+    warmup_steps: int = field(default=100, metadata={"help": "static steps on the reference frame's views"})
     resolution: int = field(default=0, metadata={"help": "fitting image size (0: the matrix's)"})
     gaussians: int = field(default=3000, metadata={"help": "initial Gaussians (carved from the masks)"})
     images_per_step: int = field(default=4, metadata={"help": "matrix entries rendered per step"})
