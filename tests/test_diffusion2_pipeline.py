@@ -89,6 +89,7 @@ def test_image_to_4d_end_to_end(tiny_models, tmp_path, monkeypatch):
     assert sorted((tmp_path / "checkpoints").glob("*.safetensors"))
 
 
+@pytest.mark.slow
 def test_resume_mid_sampling_gives_the_same_matrix(tiny_models, tmp_path, monkeypatch):
     """A run stopped after one sampling step and resumed from its checkpoint draws the same matrix."""
     import imageio.v3 as iio
