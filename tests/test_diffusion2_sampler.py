@@ -34,6 +34,9 @@ def test_composition_matches_hand_computed_eq5():
     d = composed_direction(x, 2.0, row_mean, row_mean, torch.tensor([0.25, 1.0]))[..., 0]
     assert d[1, 2].item() == pytest.approx(0.5)  # s = 1 on view 1: the video score alone
     assert d[0, 0].item() == pytest.approx(-0.6875)
+    # With row 0 / column 0 known, the rest is unchanged (rows and columns still include their known element).
+    d_known = composed_direction(x, 2.0, row_mean, row_mean, torch.tensor([0.25, 1.0]), skip_known=True)[..., 0]
+    assert torch.equal(d_known[1:, 1:], d[1:, 1:]) and not d_known[0].any() and not d_known[:, 0].any()
 
 
 def gaussian_denoisers(mu, c2):
@@ -159,5 +162,5 @@ def test_two_gloo_processes_sample_the_same_matrix_as_one(tmp_path):
         assert torch.equal(r["out"], single)
     # Each process denoised only its share of rows and columns (r, r + 2, ...).
     seen = [sorted({i for call in r["calls"] for i in call}) for r in results]
-    assert seen[0] == [0, 2, 4] and seen[1] == [1, 3]
+    assert seen[0] == [1, 3] and seen[1] == [2, 4]  # row 0 / column 0 are known: never denoised
     assert sum(len(r["calls"]) for r in results) < 2 * len(single_calls)

@@ -81,7 +81,7 @@ def _shard() -> tuple[int, int]:
     return 0, 1
 
 
-def _in_chunks(fn: Denoise, x: Tensor, sigma: float, chunk: int) -> Tensor:
+def _in_chunks(fn: Denoise, x: Tensor, sigma: float, chunk: int, offset: int = 0) -> Tensor:
     """``fn`` over the leading axis of ``x`` ``chunk`` items at a time: memory follows the chunk, not V x F.
 
     Under ``torch.distributed`` (gloo on CPU, NCCL on GPUs) process r of W denoises items r, r + W, ...
@@ -89,32 +89,39 @@ def _in_chunks(fn: Denoise, x: Tensor, sigma: float, chunk: int) -> Tensor:
     from exactly one process, so the sum is exact and 1 or N processes sample the same matrix.
     """
     rank, world = _shard()
-    index = torch.arange(x.shape[0])
+    index = torch.arange(x.shape[0]) + offset  # the denoisers see matrix row / column numbers
     if world == 1:
         return torch.cat([fn(x[i:i + chunk], sigma, index[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
     import torch.distributed as dist
 
     out = torch.zeros_like(x)
-    mine = index[rank::world]
+    mine = torch.arange(x.shape[0])[rank::world]
     for i in range(0, len(mine), chunk):
         part = mine[i:i + chunk]
-        out[part.to(x.device)] = fn(x[part.to(x.device)], sigma, part)
+        out[part.to(x.device)] = fn(x[part.to(x.device)], sigma, index[part])
     dist.all_reduce(out)
     return out
 
 
 def composed_direction(x: Tensor, sigma: float, video_denoise: Denoise, multiview_denoise: Denoise,
-                       s: Tensor | float, chunk: int = 4) -> Tensor:
+                       s: Tensor | float, chunk: int = 4, skip_known: bool = False) -> Tensor:
     """The ODE direction ``dx / dsigma`` ``[V, F, ...]`` of the matrix ``x`` ``[V, F, ...]`` at ``sigma``.
 
     ``s``: scalar or ``[V]`` weight of the video (row) score. Eq. 5, Diffusion²; Algorithm 1 lines 4-10.
+    ``skip_known``: row 0 and column 0 are known, so their own rows / columns are not denoised (their
+    direction is left 0); every other row and column still sees its known first element.
     """
-    d_video = (x - _in_chunks(video_denoise, x, sigma, chunk)) / sigma                   # rows: [V, F, ...]
-    cols = x.transpose(0, 1)
-    d_mv = ((cols - _in_chunks(multiview_denoise, cols, sigma, chunk)) / sigma).transpose(0, 1)
     s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
     s = s.reshape(-1, *([1] * (x.ndim - 1))) if s.ndim == 1 else s
-    return s * d_video + (1 - s) * d_mv
+    k = 1 if skip_known else 0
+    rows = x[k:]                                                                          # [V - k, F, ...]
+    d_video = (rows - _in_chunks(video_denoise, rows, sigma, chunk, k)) / sigma
+    cols = x.transpose(0, 1)[k:]                                                          # [F - k, V, ...]
+    d_mv = ((cols - _in_chunks(multiview_denoise, cols, sigma, chunk, k)) / sigma).transpose(0, 1)
+    s_rows = s[k:] if s.ndim > 0 else s
+    d = torch.zeros_like(x)
+    d[k:, k:] = s_rows * d_video[:, k:] + (1 - s_rows) * d_mv[k:]
+    return d
 
 
 @dataclass
@@ -169,11 +176,12 @@ def iterate_matrix(video_denoise: Denoise, multiview_denoise: Denoise, known: Te
         repeats = 2 if i < settings.rollback_steps else 1                       # Algorithm 1, line 2
         for j in range(repeats):
             x_in = torch.where(m, known + sigma * ref_noise, x)
-            d = composed_direction(x_in, sigma, video_denoise, multiview_denoise, s_i, settings.chunk)
+            d = composed_direction(x_in, sigma, video_denoise, multiview_denoise, s_i, settings.chunk, True)
             x_next = x_in + (sigma_next - sigma) * d                             # line 11 (Euler)
             if settings.solver == "heun" and sigma_next > 0:
                 x_mid = torch.where(m, known + sigma_next * ref_noise, x_next)
-                d_next = composed_direction(x_mid, sigma_next, video_denoise, multiview_denoise, s_i, settings.chunk)
+                d_next = composed_direction(x_mid, sigma_next, video_denoise, multiview_denoise, s_i, settings.chunk,
+                                            True)
                 x_next = x_in + (sigma_next - sigma) * (d + d_next) / 2
             x0 = x_in - sigma * d
             if j < repeats - 1:                                                  # lines 12-14: rollback
