@@ -21,6 +21,9 @@ from pipelines.config import Config
 _BUILTIN: dict[str, str] = {
     # pipeline name -> module that registers it (one line per pipeline)
     "toy-fit": "pipelines.toy",
+    "image-to-4d": "pipelines.diffusion2.pipeline",
+    "video-to-4d": "pipelines.diffusion2.pipeline",
+    "text-to-4d-d2": "pipelines.diffusion2.pipeline",
 }
 
 _REGISTRY: dict[str, PipelineInfo] = {}

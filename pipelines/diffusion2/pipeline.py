@@ -1,0 +1,296 @@
+"""The Diffusion² pipelines: ``image-to-4d``, ``video-to-4d`` and ``text-to-4d-d2``.
+
+    reference (image / video frames / text -> image)            Sec. 3.2
+      -> orbit at the reference frame + video at the reference view  Fig. 2 (i)
+      -> V x F matrix by score composition with rollback        Eq. 5, Algorithm 1
+      -> deformable Gaussians fitted to the matrix               Sec. 3.4
+
+Steps are counted over the whole run (1 for the references, ``sampling.steps`` for the matrix, then
+``reconstruction.steps``); a checkpoint holds the stage, the references, the matrix state and the fit,
+so a killed run resumes where it was. Priors come from ``context.priors`` (roles ``video``,
+``multiview``, ``text``) or the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pipelines.diffusion2.config import Diffusion2Config
+from pipelines.registry import PipelineInfo, register_pipeline
+
+ROLES = {"video": "video_prior", "multiview": "multiview_prior", "text": "text_prior"}
+
+
+def prior_name(config: Diffusion2Config, context, role: str) -> str:
+    """The registry name of the prior for ``role``: the job's choice, else the config's."""
+    return (getattr(context, "priors", None) or {}).get(role) or getattr(config, ROLES[role])
+
+
+def check(inputs: dict, config: Diffusion2Config, priors: dict | None = None) -> None:
+    """Preflight: raises ModelNotFound (one sentence) when a prior the job needs is not on this machine."""
+    from pipelines.priors.registry import find_model
+
+    roles = ["video", "multiview"] + (["text"] if "prompt" in inputs else [])
+    for role in roles:
+        find_model((priors or {}).get(role) or getattr(config, ROLES[role]))
+
+
+def matrix_grid(images: Tensor) -> np.ndarray:
+    """Tile ``[V, F, H, W, 3]`` in [0, 1] as rows of views and columns of frames: ``[V H, F W, 3]`` uint8."""
+    v, f, h, w, _ = images.shape
+    tiled = images.permute(0, 2, 1, 3, 4).reshape(v * h, f * w, 3)
+    return (tiled.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def _decode(prior, latents: Tensor) -> Tensor:
+    """Latents ``[..., C, h, w]`` -> images ``[..., H, W, 3]``."""
+    lead = latents.shape[:-3]
+    images = prior.decode_latents(latents.reshape(-1, *latents.shape[-3:]).to(prior.device, prior.dtype))
+    return images.float().cpu().permute(0, 2, 3, 1).reshape(*lead, *images.shape[-2:], 3)
+
+
+def _encode(prior, images: Tensor) -> Tensor:
+    """Images ``[N, H, W, 3]`` -> latents ``[N, C, h, w]`` (float32, CPU)."""
+    return prior.encode_images(images.permute(0, 3, 1, 2).to(prior.device, prior.dtype)).float().cpu()
+
+
+def _reference(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator:
+    """Yields Log events; returns the Reference at the matrix resolution (subject recentred)."""
+    from pipelines.diffusion2.inputs import from_generated, load_reference, recentre, resize
+    from pipelines.events import Log
+    from pipelines.priors.registry import load_prior
+
+    frames = config.sampling.frames
+    if kind == "prompt":
+        prompt = inputs["prompt"]
+        prior = load_prior(prior_name(config, context, "text"), device=context.device)
+        if not hasattr(prior, "arch"):
+            raise ValueError(f"text-to-4d-d2 draws its reference image with the in-house text prior; "
+                             f"{prior.name} is not supported for that step yet.")
+        if (warning := prior.prompt_warning(prompt)) is not None:
+            yield Log(warning, level="warning")
+        from pipelines.priors.inhouse import sample
+
+        cond = prior.encode_prompt([prompt])
+        latents = sample(prior, cond, steps=config.text_steps, guidance_scale=config.text_guidance,
+                         generator=context.generator(offset=17))
+        image = _decode(prior, latents[:, 0, 0])
+        ref = from_generated(image, background=0.0)
+        yield Log(f"drew the reference image for {prompt!r} with {prior.name}")
+    else:
+        ref = load_reference(inputs[kind], kind, frames=frames if kind == "video" else 1)
+    for note in ref.notes:
+        yield Log(note)
+    return recentre(ref, config.resolution, config.fill) if config.recenter else resize(ref, config.resolution)
+
+
+def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator:
+    from pipelines.diffusion2.denoisers import PriorDenoiser, image_conditioning, max_sigma
+    from pipelines.diffusion2.reconstruct import MatrixFit, masks_from_images, matrix_cameras
+    from pipelines.diffusion2.sampler import SamplerSettings, iterate_matrix, per_view_weights, sample_sequence
+    from pipelines.events import Artifact, EtaEstimator, Log, Preview, Progress, SceneUpdate
+    from pipelines.priors.registry import load_prior
+
+    sc, rc = config.sampling, config.reconstruction
+    V, F, S = sc.views, sc.frames, config.resolution
+    video_prior = load_prior(prior_name(config, context, "video"), device=context.device)
+    mv_prior = load_prior(prior_name(config, context, "multiview"), device=context.device)
+    sigma_max = min(sc.sigma_max, max_sigma(video_prior), max_sigma(mv_prior))
+    settings = SamplerSettings(sc.steps, sc.sigma_min, sigma_max, sc.rho, sc.solver, sc.rollback_steps, sc.chunk)
+    ref_settings = SamplerSettings(sc.reference_steps, sc.sigma_min, sigma_max, sc.rho, sc.solver,
+                                   min(sc.rollback_steps, sc.reference_steps), sc.chunk)
+    cameras = matrix_cameras(V, config.elevation, config.distance, config.fovy, S)
+    azimuths = torch.arange(V, dtype=torch.float32) * 360.0 / V
+    total = 1 + sc.steps + rc.steps
+    ckpt = context.last_checkpoint()
+    state: dict[str, Tensor] = dict(ckpt.state) if ckpt is not None else {}
+    done = ckpt.step if ckpt is not None else 0
+    if ckpt is not None:
+        yield Log(f"resumed from the checkpoint after step {done} of {total}")
+
+    reference = yield from _reference(kind, inputs, config, context)
+    ref_images = reference.composite(config.background)  # [N, S, S, 3]
+
+    def orbit_conditioning(images: Tensor) -> object:
+        """Columns: each orbit conditioned on the reference view at its frame (images [K, S, S, 3])."""
+        c2w = cameras.c2w[None].expand(images.shape[0], -1, -1, -1)
+        return image_conditioning(mv_prior, images.permute(0, 3, 1, 2), c2w, config.elevation,
+                                  azimuths[None].expand(images.shape[0], -1), config.prompt)
+
+    def video_conditioning(images: Tensor, views: Tensor) -> object:
+        """Rows: each clip conditioned on its view at the reference frame (images [R, S, S, 3])."""
+        return image_conditioning(video_prior, images.permute(0, 3, 1, 2), cameras.c2w[views][:, None],
+                                  config.elevation, azimuths[views][:, None], config.prompt)
+
+    # ---------------------------------------------------------------- stage 1a: the references (Fig. 2 (i))
+    if done < 1:
+        known0 = _encode(mv_prior, ref_images[:1])[0]
+        cols = PriorDenoiser(mv_prior, orbit_conditioning(ref_images[:1]), "cols", sc.multiview_guidance)
+        orbit = sample_sequence(cols, known0, V, ref_settings, seed=context.seed * 7 + 1)
+        if kind == "video":
+            video = _encode(video_prior, ref_images)
+        else:
+            rows = PriorDenoiser(video_prior, video_conditioning(ref_images[:1], torch.tensor([0])), "rows",
+                                 sc.video_guidance)
+            video = sample_sequence(rows, known0, F, ref_settings, seed=_motion_seed(config, context.seed))
+        state = {"orbit": orbit, "video": video}
+        done = 1
+        yield Progress("reference", done, total)
+        context.step_done(done, lambda: state, lambda: {"stage": "reference"})
+    orbit, video = state["orbit"], state["video"]
+    orbit_images, video_images = _decode(mv_prior, orbit), _decode(video_prior, video)
+    refs = torch.zeros(V, F, S, S, 3)
+    refs[:, 0], refs[0, :] = orbit_images, video_images
+    yield Preview("reference orbit and video", image=matrix_grid(refs), grid=(V, F), step=done)
+
+    # ---------------------------------------------------------------- stage 1b: the matrix (Eq. 5, Alg. 1)
+    known = torch.zeros(V, F, *orbit.shape[1:])
+    known[:, 0], known[0, :] = orbit, video
+    if sc.composition_schedule == "per-view":
+        s = per_view_weights(V, sc.weight_near, sc.weight_far)
+    else:
+        s = sc.composition_weight
+    rows = PriorDenoiser(video_prior, video_conditioning(orbit_images, torch.arange(V)), "rows", sc.video_guidance)
+    cols = PriorDenoiser(mv_prior, orbit_conditioning(video_images), "cols", sc.multiview_guidance)
+    eta = EtaEstimator(total)
+    if done < 1 + sc.steps:
+        for step, x, x0 in iterate_matrix(rows, cols, known, settings, s, seed=context.seed * 7 + 3,
+                                          x=state.get("x"), start_step=done - 1):
+            done = 1 + step
+            state = {"orbit": orbit, "video": video, "x": x}
+            yield Progress("sampling", done, total, {"sigma": float(settings.sigmas()[step])}, eta_s=eta.update(done))
+            if step % config.preview_every == 0 or step == sc.steps:
+                yield Preview("image matrix (views x frames)", image=matrix_grid(_decode(mv_prior, x0)),
+                              grid=(V, F), step=done)
+            context.step_done(done, lambda state=state: state, lambda: {"stage": "sampling"})
+        state["matrix"] = torch.where(_reference_mask(V, F, known.ndim), known, x)
+    matrix = state["matrix"] if "matrix" in state else torch.where(_reference_mask(V, F, known.ndim), known,
+                                                                    state["x"])
+    images = _decode(mv_prior, matrix)  # [V, F, S, S, 3]
+    grid_path = context.run_dir / "matrix.png"
+    _write_png(grid_path, matrix_grid(images))
+    yield Artifact("matrix", str(grid_path))
+
+    # ---------------------------------------------------------------- stage 2: deformable Gaussians (Sec. 3.4)
+    masks = masks_from_images(images, config.background)
+    masks[0, :len(reference.alpha)] = reference.alpha[:F]
+    size = rc.resolution or S
+    fit_images, fit_masks, fit_cameras = images, masks, cameras
+    if size != S:
+        fit_images, fit_masks = _resize(images, size), _resize(masks, size)
+        fit_cameras = matrix_cameras(V, config.elevation, config.distance, config.fovy, size)
+    fit = MatrixFit(fit_images, fit_masks, fit_cameras, rc, config.background, seed=context.seed, device=context.device)
+    fit_start = 1 + sc.steps
+    if done > fit_start:
+        fit.load_state({k: v for k, v in state.items() if k.startswith(("gaussians.", "field."))}, done - fit_start)
+    keep = {"orbit": orbit, "video": video, "matrix": matrix}
+    while done < total:
+        metrics = fit.step()
+        done += 1
+        step = done - fit_start
+        yield Progress("reconstruction", done, total, metrics, eta_s=eta.update(done))
+        if step % config.fit_preview_every == 0 or done == total:
+            yield Preview("matrix vs fit", image=_fit_preview(fit, fit_images), grid=(2, min(V, 4)), step=done)
+        if step % config.scene_every == 0 and done < total:
+            yield SceneUpdate(scene=fit.scene(), step=done)
+        context.step_done(done, lambda: keep | fit.state(), lambda: {"stage": "reconstruction"})
+    return fit.scene()
+
+
+def _motion_seed(config: Diffusion2Config, run_seed: int) -> int:
+    return config.motion_seed if config.motion_seed >= 0 else run_seed * 7 + 2
+
+
+def motion_candidates(kind: str, inputs: dict, config: Diffusion2Config, seeds: list[int], context) -> Iterator:
+    """Yields ``(seed, clip)`` for each motion seed: the reference view's video ``[F, H, W, 3]`` in [0, 1] that a
+    full run with ``config.replace(motion_seed=seed)`` starts from, so the user picks the motion before the
+    long sampling and fit (``kind`` "image" or "prompt"; a video input has its motion already)."""
+    from pipelines.diffusion2.denoisers import PriorDenoiser, image_conditioning, max_sigma
+    from pipelines.diffusion2.reconstruct import matrix_cameras
+    from pipelines.diffusion2.sampler import SamplerSettings, sample_sequence
+    from pipelines.events import Log
+    from pipelines.priors.registry import load_prior
+
+    sc = config.sampling
+    prior = load_prior(prior_name(config, context, "video"), device=context.device)
+    reference = yield from _reference(kind, inputs, config, context)
+    image = reference.composite(config.background)[:1]
+    cameras = matrix_cameras(sc.views, config.elevation, config.distance, config.fovy, config.resolution)
+    cond = image_conditioning(prior, image.permute(0, 3, 1, 2), cameras.c2w[:1][:, None], config.elevation,
+                              torch.zeros(1, 1), config.prompt)
+    rows = PriorDenoiser(prior, cond, "rows", sc.video_guidance)
+    settings = SamplerSettings(sc.reference_steps, sc.sigma_min, min(sc.sigma_max, max_sigma(prior)), sc.rho,
+                               sc.solver, min(sc.rollback_steps, sc.reference_steps), sc.chunk)
+    known0 = _encode(prior, image)[0]
+    for seed in seeds:
+        context.check_cancelled()
+        clip = _decode(prior, sample_sequence(rows, known0, sc.frames, settings, seed=seed))
+        yield Log(f"motion candidate with seed {seed} is ready")
+        yield seed, clip
+
+
+def _reference_mask(V: int, F: int, ndim: int) -> Tensor:
+    mask = torch.zeros(V, F, dtype=torch.bool)
+    mask[0, :] = True
+    mask[:, 0] = True
+    return mask.reshape(V, F, *([1] * (ndim - 2)))
+
+
+def _resize(images: Tensor, size: int) -> Tensor:
+    """``[V, F, H, W, K]`` -> ``[V, F, size, size, K]``."""
+    import torch.nn.functional as F
+
+    v, f, h, w, k = images.shape
+    flat = images.reshape(v * f, h, w, k).permute(0, 3, 1, 2)
+    out = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out.permute(0, 2, 3, 1).reshape(v, f, size, size, k)
+
+
+def _fit_preview(fit, targets: Tensor) -> np.ndarray:
+    """Top: up to 4 matrix views at the middle frame; bottom: the fit rendered there. uint8."""
+    from renderers.cameras import Cameras
+
+    views = torch.linspace(0, fit.views - 1, min(fit.views, 4)).round().long()
+    f = fit.frames // 2
+    cams = Cameras(fit.cameras.c2w[views], fit.cameras.K[views], fit.cameras.width, fit.cameras.height)
+    with torch.no_grad():
+        out = fit.scene().render(cams, fit.times[f], background=fit.background.cpu())
+    top = torch.cat(list(targets[views, f]), 1)
+    bottom = torch.cat(list(out.rgb.clamp(0, 1)), 1)
+    return (torch.cat([top, bottom], 0) * 255).round().to(torch.uint8).numpy()
+
+
+def _write_png(path, image: np.ndarray) -> None:
+    import imageio.v3 as iio
+
+    from pipelines.atomic_files import write_atomic
+
+    write_atomic(path, iio.imwrite("<bytes>", image, extension=".png"))
+
+
+def run_image(inputs: dict, config: Diffusion2Config, context) -> Iterator:
+    """``image-to-4d``: inputs ``{"image": path}``."""
+    return (yield from _run("image", inputs, config, context))
+
+
+def run_video(inputs: dict, config: Diffusion2Config, context) -> Iterator:
+    """``video-to-4d``: inputs ``{"video": path}``; its frames are row 0 of the matrix."""
+    return (yield from _run("video", inputs, config, context))
+
+
+def run_text(inputs: dict, config: Diffusion2Config, context) -> Iterator:
+    """``text-to-4d-d2``: inputs ``{"prompt": text}``; a text -> image step, then as an image."""
+    return (yield from _run("prompt", inputs, config, context))
+
+
+for _name, _title, _entry, _inputs in (
+        ("image-to-4d", "Image to 4D with Diffusion² (image matrix + deformable Gaussians)", "run_image", ("image",)),
+        ("video-to-4d", "Video to 4D with Diffusion² (image matrix + deformable Gaussians)", "run_video", ("video",)),
+        ("text-to-4d-d2", "Text to 4D with Diffusion² (text -> image -> 4D)", "run_text", ("prompt",))):
+    register_pipeline(PipelineInfo(name=_name, title=_title, config_cls=Diffusion2Config,
+                                   entry=f"pipelines.diffusion2.pipeline:{_entry}", inputs=_inputs,
+                                   preflight="pipelines.diffusion2.pipeline:check", oom_hint="sampling.chunk"))
