@@ -21,6 +21,7 @@ from pipelines.config import Config
 _BUILTIN: dict[str, str] = {
     # pipeline name -> module that registers it (one line per pipeline)
     "toy-fit": "pipelines.toy",
+    "text-to-4d": "pipelines.fourdfy.pipeline",
 }
 
 _REGISTRY: dict[str, PipelineInfo] = {}
