@@ -100,7 +100,9 @@ def load_priors(names: dict[str, str], device: torch.device, rank: int,
     image = loaded[names["text-to-image"]]
     if image is loaded[names["text-to-multiview"]] or image is loaded[names["text-to-video"]]:
         raise ValueError("the text-to-image prior must be its own model (its LoRA would change the others).")
-    lora = attach_lora(image, rank)
+    with torch.random.fork_rng(devices=[]):  # the LoRA's down-projections start random: the same every run
+        torch.manual_seed(0)
+        lora = attach_lora(image, rank)
     return Priors(loaded[names["text-to-multiview"]], image, loaded[names["text-to-video"]], lora)
 
 
@@ -157,8 +159,10 @@ class HybridSDS:
                  seed: int = 0):
         self.config, self.priors, self.device = config, priors, torch.device(device)
         field_config = FieldConfig.preset(config.field_preset)
-        self.scene = FieldScene.create(field_config, seed=seed,
-                                       settings=RenderSettings(n_samples=config.samples_per_ray))
+        with torch.random.fork_rng(devices=[]):  # the MLPs draw their initial weights from the global RNG
+            torch.manual_seed(seed)
+            self.scene = FieldScene.create(field_config, seed=seed,
+                                           settings=RenderSettings(n_samples=config.samples_per_ray))
         from renderers.volume import OccupancyGrid
 
         self.scene.occupancy = OccupancyGrid(config.occupancy_resolution)
