@@ -28,6 +28,8 @@ _PAPER = {
     "lr_static": 0.01, "lr_dynamic": 0.01, "lr_mlp": 0.001, "lr_static_stage3": 1e-4,
     # threestudio (4D-fy's code base) implicit volume: 16 levels x 2 features, 2^19 table (renderers.field)
     "field_preset": "paper",
+    # threestudio's neural environment-map background (a colour from the ray direction)
+    "background": "learned",
     # threestudio / nerfacc defaults used by 4D-fy's code: 32^3 occupancy grid, 512 samples along the box
     "occupancy_resolution": 32, "samples_per_ray": 512,
     # Sec. 3.3 "Rendering": four views at MVDream's native 256 x 256 ...
@@ -58,7 +60,7 @@ _STANDARD = {
     **PUBLIC_PRIORS,
     "steps_stage1": 5000, "steps_stage2": 5000, "steps_stage3": 20_000,
     "p_3d": 0.5, "p_img": 0.5, "lr_static": 0.01, "lr_dynamic": 0.01, "lr_mlp": 0.001, "lr_static_stage3": 1e-4,
-    "field_preset": "paper", "occupancy_resolution": 32, "samples_per_ray": 256,
+    "field_preset": "paper", "background": "learned", "occupancy_resolution": 32, "samples_per_ray": 256,
     "views_3d": 4, "render_3d": 128, "native_3d": 256, "render_3d_start": 64, "render_3d_switch": 2500,
     "render_img": 128, "native_img": 512,
     # 8 frames: fewer frames keep the memory down; the 16-frame paper setting needs ~2x the activations
@@ -71,7 +73,9 @@ _STANDARD = {
 _PREVIEW = {
     **INHOUSE_PRIORS,
     "steps_stage1": 150, "steps_stage2": 60, "steps_stage3": 240,
-    "field_preset": "small", "occupancy_resolution": 16, "samples_per_ray": 48,
+    # the in-house prior learned premultiplied world renders: objects over black
+    "field_preset": "small", "background": "solid", "background_color": (0.0, 0.0, 0.0),
+    "occupancy_resolution": 16, "samples_per_ray": 48,
     "views_3d": 4, "render_3d": 32, "native_3d": 32, "render_3d_start": 32, "render_3d_switch": 0,
     "render_img": 32, "native_img": 32, "video_frames": 4, "render_video": (32, 32), "native_video": (32, 32),
     "guidance_3d": 5.0, "guidance_img": 5.0, "guidance_video": 5.0,
@@ -104,6 +108,8 @@ class FourDfyConfig(Config):
     lr_mlp: float = 0.001
     lr_static_stage3: float = field(default=1e-4, metadata={"help": "static hash map rate in stage 3"})
     field_preset: str = field(default="small", metadata={"help": "renderers.field.FieldConfig preset"})
+    background: str = field(default="solid", metadata={"help": "learned (threestudio's env MLP) or solid"})
+    background_color: tuple[float, float, float] = (0.0, 0.0, 0.0)
     occupancy_resolution: int = 16
     occupancy_every: int = field(default=16, metadata={"help": "steps between occupancy-grid updates"})
     samples_per_ray: int = 48

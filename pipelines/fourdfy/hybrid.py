@@ -158,7 +158,8 @@ class HybridSDS:
     def __init__(self, prompt: str, config: FourDfyConfig, priors: Priors, *, device: torch.device | str = "cpu",
                  seed: int = 0):
         self.config, self.priors, self.device = config, priors, torch.device(device)
-        field_config = FieldConfig.preset(config.field_preset)
+        field_config = FieldConfig.preset(config.field_preset, background=config.background,
+                                          background_color=tuple(config.background_color))
         with torch.random.fork_rng(devices=[]):  # the MLPs draw their initial weights from the global RNG
             torch.manual_seed(seed)
             self.scene = FieldScene.create(field_config, seed=seed,
@@ -174,8 +175,8 @@ class HybridSDS:
         with torch.no_grad():  # the dynamic grid starts at zero: stage 3 begins from the static scene
             self.field.dynamic_grid.table.zero_()
         groups = self.field.param_groups(config.lr_static, config.lr_dynamic, config.lr_mlp)
-        groups.append({"name": "background", "params": list(self.scene.background.parameters()),
-                       "lr": config.lr_mlp})
+        if background := list(self.scene.background.parameters()):  # a solid background has none
+            groups.append({"name": "background", "params": background, "lr": config.lr_mlp})
         self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
         self.lora_optimizer = torch.optim.AdamW(priors.lora.trainable_parameters(), lr=config.lr_lora,
                                                 weight_decay=0.0)

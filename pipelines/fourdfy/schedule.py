@@ -12,7 +12,7 @@ from pipelines.fourdfy.config import FourDfyConfig
 from pipelines.priors.guidance import anneal_range
 
 UPDATE_3D, UPDATE_IMG, UPDATE_VID = "3d", "img", "vid"
-STAGE_TITLES = {1: "stage 1: 3D-aware SDS", 2: "stage 2: + VSD", 3: "stage 3: + video SDS"}
+STAGE_TITLES = {1: "1/3 3D SDS", 2: "2/3 +VSD", 3: "3/3 +video"}  # short: progress bars show ~10 chars
 
 
 @dataclass(frozen=True)
