@@ -230,3 +230,14 @@ def test_bad_input_fails_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(ModelNotFound, match="mvdream-sd21"):
         next(run({"prompt": "a red ball"}, FourDfyConfig.preset("paper"), context))
     assert not (tmp_path / "run").exists()
+
+
+def test_settings_that_flatten_motion_are_named():
+    from pipelines.fourdfy.hybrid import motion_warnings, prior_names
+
+    paper = FourDfyConfig.preset("paper")
+    assert motion_warnings(paper, prior_names(paper)) == []
+    low = paper.replace(video_frames=4)
+    assert any("flatten the motion" in w for w in motion_warnings(low, prior_names(low)))
+    still = paper.replace(p_3d=1.0)
+    assert any("will not move" in w for w in motion_warnings(still, prior_names(still)))

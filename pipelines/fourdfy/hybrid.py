@@ -63,6 +63,24 @@ def prompt_of(inputs: dict[str, str]) -> str:
     return prompt
 
 
+def motion_warnings(config: FourDfyConfig, names: dict[str, str]) -> list[str]:
+    """Settings known to give a result with little or no motion (users of the original report that its
+    low-memory config, with few video frames, hardly moves)."""
+    found = []
+    vid_share = 1.0 - config.p_3d - config.p_3d * config.p_img
+    if config.steps_stage3 == 0 or config.motion_strength == 0 or vid_share <= 0:
+        found.append("stage 3 makes no video-SDS updates with these settings: the result will not move.")
+    elif vid_share < 0.1 or config.steps_stage3 * vid_share < 20:
+        found.append(f"only about {config.steps_stage3 * vid_share:.0f} video-SDS updates are planned: "
+                     "expect little motion (raise steps_stage3 or lower p_3d).")
+    if config.video_frames < 8 and not names["text-to-video"].startswith("inhouse"):
+        found.append(f"{config.video_frames} video frames is known to flatten the motion with public video "
+                     "priors (the original's low-memory setting); use 8 or more if memory allows.")
+    if 0 < config.motion_strength < 0.5:
+        found.append(f"motion_strength {config.motion_strength:g} scales video SDS down: motion will be faint.")
+    return found
+
+
 @dataclass
 class Priors:
     """The three denoisers (one object may serve several roles) and the VSD LoRA on the image prior."""

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterator
 
 from pipelines.fourdfy.config import FourDfyConfig
-from pipelines.fourdfy.hybrid import HybridSDS, check_priors, load_priors, prompt_of, prompt_warnings
+from pipelines.fourdfy.hybrid import HybridSDS, check_priors, load_priors, motion_warnings, prompt_of, prompt_warnings
 from pipelines.fourdfy.schedule import STAGE_TITLES
 from pipelines.registry import PipelineInfo, register_pipeline
+
+ESTIMATE_AFTER = 10  # steps into a stage before its time is estimated
+
+
+def stage_end(stage: int, config: FourDfyConfig) -> int:
+    """The global step count at the end of ``stage``."""
+    return (config.steps_stage1, config.steps_stage1 + config.steps_stage2, config.total_steps)[stage - 1]
 
 
 def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
@@ -23,6 +31,8 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
     prompt = prompt_of(inputs)
     names = check_priors(config, context.priors)
     device = context.device
+    for warning in motion_warnings(config, names):
+        yield Log(warning, level="warning")
     priors = load_priors(names, device, config.lora_rank)
     for warning in prompt_warnings(priors, prompt):
         yield Log(warning, level="warning")
@@ -34,9 +44,18 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
         yield Log(f"resumed from the checkpoint after step {start}")
     total = config.total_steps
     eta = EtaEstimator(total)
+    stage_started: dict[int, tuple[int, float]] = {}
     for step in range(start, total):
         plan, losses = hybrid.step(step, context.generator(offset=step))
         done = step + 1
+        if plan.stage not in stage_started:
+            stage_started[plan.stage] = (done, time.monotonic())
+        elif done - stage_started[plan.stage][0] == ESTIMATE_AFTER:
+            first, began = stage_started[plan.stage]
+            per_step = (time.monotonic() - began) / (done - first)
+            left = per_step * (stage_end(plan.stage, config) - done)
+            yield Log(f"{STAGE_TITLES[plan.stage]}: {per_step:.2f} s per step, about {left / 60:.1f} min to the "
+                      "end of the stage")
         metrics = {"stage": float(plan.stage), **losses}
         yield Progress(STAGE_TITLES[plan.stage], done, total, metrics, eta_s=eta.update(done))
         if done % config.preview_every == 0 or done == total:
