@@ -143,6 +143,9 @@ class FourDfyConfig(Config):
     lambda_opaque: float = field(default=0.01, metadata={"help": "binary entropy of alpha (crisp silhouettes)"})
     lambda_temporal: float = field(default=1.0, metadata={"help": "dynamic-feature smoothness over time"})
     motion_strength: float = field(default=1.0, metadata={"help": "scales the video SDS gradient (0 = no motion)"})
+    init_scene: str = field(default="", metadata={
+        "help": "saved scene folder (e.g. an autodecoder sample) the static field is first fitted to (Sherpa3D)"})
+    init_steps: int = field(default=300, metadata={"help": "ray-batch steps of that initial fit"})
     preview_every: int = 50
     preview_count: int = field(default=4, metadata={"help": "views / frames in each preview strip"})
     preview_size: int = 48

@@ -338,3 +338,28 @@ class HybridSDS:
                              extra["optimizer"], "optimizer")
         load_optimizer_state(self.lora_optimizer, {k: v.to(self.device) for k, v in tensors.items()},
                              extra["lora_optimizer"], "lora_optimizer")
+
+
+# -------------------------------------------------------------------- optional 3D initialisation
+def initialise_from_scene(hybrid: HybridSDS, source, steps: int, *, views: int = 16, size: int = 32, rays: int = 1024,
+                          seed: int = 0) -> float:
+    """Fit the static field to renders of ``source`` (any Scene, e.g. a 3D prior's sample) at t = 0 before
+    stage 1, in the spirit of Sherpa3D: a coarse 3D shape to start score distillation from. Returns the mean
+    squared error of the last fit steps."""
+    from renderers.field_fit import FitSettings, fit, image_batches
+
+    c = hybrid.config
+    distance, fovy = sum(c.camera_distance) / 2, sum(c.camera_fovy) / 2
+    azimuths = torch.arange(views, dtype=torch.float32) * 360.0 / views
+    elevations = torch.tensor([10.0, 35.0]).repeat(views // 2 + 1)[:views]
+    cameras = orbit_cameras(distance, elevations, azimuths, fovy, size, size)
+    with torch.no_grad():
+        truth = source.render(cameras, 0.0)
+    batches = image_batches([cameras.to(hybrid.device)], [0.0], [truth.rgb.to(hybrid.device)],
+                            [truth.alpha.to(hybrid.device)], rays=rays)
+    hybrid.field.dynamic_mode = "off"
+    losses = fit(hybrid.scene, batches, [0.0], FitSettings(steps=steps, lr_grid=c.lr_static, lr_mlp=c.lr_mlp,
+                                                           seed=seed))
+    tail = losses[-10:]
+    return sum(tail) / max(len(tail), 1)
+

@@ -7,7 +7,15 @@ import time
 from collections.abc import Iterator
 
 from pipelines.fourdfy.config import FourDfyConfig
-from pipelines.fourdfy.hybrid import HybridSDS, check_priors, load_priors, motion_warnings, prompt_of, prompt_warnings
+from pipelines.fourdfy.hybrid import (
+    HybridSDS,
+    check_priors,
+    initialise_from_scene,
+    load_priors,
+    motion_warnings,
+    prompt_of,
+    prompt_warnings,
+)
 from pipelines.fourdfy.schedule import STAGE_TITLES
 from pipelines.registry import PipelineInfo, register_pipeline
 
@@ -42,6 +50,11 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
         hybrid.load_state(ckpt.state, ckpt.extra)
         start = ckpt.step
         yield Log(f"resumed from the checkpoint after step {start}")
+    elif config.init_scene:
+        from renderers.scene import load_scene
+
+        mse = initialise_from_scene(hybrid, load_scene(config.init_scene), config.init_steps, seed=context.seed)
+        yield Log(f"static field initialised from {config.init_scene} (fit error {mse:.4f})")
     total = config.total_steps
     eta = EtaEstimator(total)
     stage_started: dict[int, tuple[int, float]] = {}
