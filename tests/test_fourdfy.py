@@ -243,6 +243,7 @@ def test_settings_that_flatten_motion_are_named():
     assert any("will not move" in w for w in motion_warnings(still, prior_names(still)))
 
 
+@pytest.mark.slow
 def test_static_field_can_start_from_a_3d_sample(models_env):
     """The Sherpa3D-style switch: the static field is fitted to a given scene before stage 1."""
     from pipelines.fourdfy.hybrid import HybridSDS, initialise_from_scene, load_priors, prior_names
@@ -331,3 +332,26 @@ def test_3d_sds_with_an_oracle_prior_recovers_the_scene(models_env):
         hybrid.step(step, torch.Generator().manual_seed(step))
     iou1, err1 = scores()
     assert iou1 > max(0.5, iou0 + 0.15) and err1 < 0.6 * err0, (iou0, iou1, err0, err1)
+
+
+@pytest.mark.slow
+def test_public_model_adapters_plug_in(tiny_models, tmp_path, monkeypatch):
+    """VSD with the camera LoRA on a (tiny, random) Stable Diffusion UNet and video SDS through a (tiny)
+    Zeroscope, chosen with ``--prior ROLE=NAME`` overrides: the same step code as the in-house roles."""
+    from pipelines.fourdfy.hybrid import HybridSDS, load_priors, prior_names
+    from pipelines.priors.tiny_models import write_tiny_sd, write_tiny_zeroscope
+
+    for name in INHOUSE_PRIORS.values():
+        (tmp_path / name).symlink_to(tiny_models / name)
+    write_tiny_sd(tmp_path / "sd21-base")
+    write_tiny_zeroscope(tmp_path / "zeroscope-v2-576w")
+    monkeypatch.setenv("FOURD_MODELS_DIR", str(tmp_path))
+    config = tiny_config(p_3d=0.0, native_img=64, native_video=(64, 64), video_frames=2)
+    names = prior_names(config, {"text-to-image": "sd21-base", "prior_video": "zeroscope-v2-576w"})
+    assert names == {"text-to-multiview": "inhouse-t2mv", "text-to-image": "sd21-base",
+                     "text-to-video": "zeroscope-v2-576w"}
+    hybrid = HybridSDS("a red ball", config, load_priors(names, torch.device("cpu"), 2), seed=0)
+    for step, kind, loss in ((4, UPDATE_IMG, "vsd"), (8, UPDATE_VID, "sds_video")):
+        plan, losses = hybrid.step(step, torch.Generator().manual_seed(step))
+        assert plan.update == kind and np.isfinite(losses[loss]) and _has(_grads(hybrid)["static"])
+    assert _has(_grads(hybrid)["dynamic"])
