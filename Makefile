@@ -26,13 +26,21 @@ $(STAMP): pyproject.toml
 	@$(PY) -m studio.system_deps
 	@touch $@
 
+# Independent format readers (Khronos glTF validator, three.js, PlayCanvas splat-transform) for the export
+# tests: pinned in tests/js/package-lock.json, installed once into tests/js/node_modules; skipped without npm.
+JS_STAMP := tests/js/node_modules/.installed
+$(JS_STAMP): tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		(npm ci --prefix tests/js --no-audit --no-fund --loglevel=error && touch $@) || echo "npm ci failed: the Node readers will be installed by the tests or skipped"; \
+	else echo "npm not found: the export tests that use Node readers will skip"; fi
+
 run: $(STAMP)
 	$(VENV)/bin/fourd-studio $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(JS_STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(JS_STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -43,6 +51,9 @@ lint: $(STAMP)
 
 format: $(STAMP)
 	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
+
+screenshots: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m studio.screenshots docs/screenshots
 
 doctor: $(STAMP)
 	$(VENV)/bin/fourd doctor

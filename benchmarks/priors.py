@@ -22,7 +22,7 @@ def tiny_figures(repeats: int) -> dict[str, float]:
     import os
 
     from pipelines.priors import load_prior
-    from pipelines.priors.guidance import lora_loss, sds_loss, vsd_loss
+    from pipelines.priors.guidance import lora_train_step, sds_loss, vsd_loss
     from pipelines.priors.lora import CameraLoRA
     from pipelines.priors.tiny_models import write_tiny_sd, write_tiny_svd, write_tiny_zeroscope
 
@@ -45,10 +45,11 @@ def tiny_figures(repeats: int) -> dict[str, float]:
     figures["sd21_tiny_sds_s"] = median_time(step(sd, (4, 1, 1, 4, 8, 8), text, 100.0), repeats)
     lora = CameraLoRA(sd.unet)
     latents, cams = torch.randn(4, 1, 1, 4, 8, 8, requires_grad=True), torch.randn(4, 16)
+    opt = torch.optim.Adam(lora.trainable_parameters(), lr=1e-4)
 
     def vsd():
         vsd_loss(sd, lora, latents, text, cams, generator=g).loss.backward()
-        lora_loss(sd, lora, latents, text, cams, generator=g).backward()
+        lora_train_step(sd, lora, opt, latents, text, cams, generator=g)
     figures["sd21_tiny_vsd_and_lora_s"] = median_time(vsd, repeats)
     zs = load_prior("zeroscope-v2-576w")
     figures["zeroscope_tiny_video_sds_s"] = median_time(

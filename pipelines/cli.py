@@ -14,7 +14,9 @@ import sys
 
 COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.jobs.commands",  # generate, run, resume, runs
-    "pipelines.world.commands",  # world: samples, examples, eval, classifier
+    "pipelines.export_commands",  # export
+    "pipelines.world.commands",  # world: examples, datasets, classifier, contact sheets
+    "pipelines.priors.cli_models",  # models
 )
 
 

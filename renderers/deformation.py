@@ -116,7 +116,7 @@ class HexPlaneField(DeformationField):
         super().__init__(config, config.plane_features * len(config.plane_resolutions))
         self.planes = nn.ParameterList()
         for res in config.plane_resolutions:
-            for a, b in self.PAIRS:
+            for _, b in self.PAIRS:
                 h = config.time_resolution if b == 3 else res  # grid_sample: y (rows) <- coordinate b
                 if b == 3:  # planes with time start at 1: the product is then the spatial features (K-planes)
                     plane = torch.ones(1, config.plane_features, h, res)

@@ -35,13 +35,13 @@ _FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh")
 class DeformableGaussianScene:
     """Canonical Gaussians ``gaussians`` moved by ``deformation`` (None: a static scene).
 
-    ``tile_size`` is passed to the torch rasterizer (8 halves its compositing work on a CPU).
+    ``tile_size`` is passed to the rasterizer (None: its default for the device).
     """
 
     kind: ClassVar[str] = "gaussians"
 
     def __init__(self, gaussians: GaussianSet, deformation: DeformationField | None = None,
-                 time_range: tuple[float, float] = (0.0, 1.0), tile_size: int = 16) -> None:
+                 time_range: tuple[float, float] = (0.0, 1.0), tile_size: int | None = None) -> None:
         self.gaussians = gaussians
         self.deformation = deformation
         self.time_range = (float(time_range[0]), float(time_range[1]))
@@ -133,7 +133,7 @@ class DeformableGaussianScene:
         except (FileNotFoundError, KeyError, SafetensorError, RuntimeError, ValueError) as err:
             raise ValueError(f"'{directory}' is not a complete Gaussian scene ({err}).") from None
         return cls(gaussians, deformation, tuple(manifest.get("time_range", (0.0, 1.0))),
-                   tile_size=int(manifest.get("tile_size", 16)))
+                   tile_size=manifest.get("tile_size"))
 
 
 def opacity_grid(gaussians: GaussianSet, resolution: int, max_entries: int = 1 << 22):

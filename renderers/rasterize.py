@@ -56,7 +56,7 @@ class Rasterization:
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
               viewmats: Tensor, Ks: Tensor, width: int, height: int, *, sh_degree: int | None = None,
               near_plane: float = 0.01, far_plane: float = 1e10, backgrounds: Tensor | None = None,
-              tile_size: int = 16, eps2d: float = 0.3, backend: str = "auto") -> Rasterization:
+              tile_size: int | None = None, eps2d: float = 0.3, backend: str = "auto") -> Rasterization:
     """Render N Gaussians into C cameras.
 
     Args:
@@ -65,7 +65,8 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
         colors: ``[N, 3]`` or ``[C, N, 3]`` RGB, or SH coefficients ``[N, K, 3]`` with ``sh_degree``.
         viewmats: world-to-camera ``[C, 4, 4]`` (OpenCV axes); Ks: ``[C, 3, 3]``.
         backgrounds: ``[3]`` or ``[C, 3]`` colour behind the Gaussians; None leaves rgb premultiplied.
-        tile_size: side of the square tiles of the torch path (16 as gsplat; 8 halves the work).
+        tile_size: side of the square tiles; default 8 for the torch path (half the compositing work of
+            16 on a CPU, shared/notes/cpu-performance.md) and 16 for gsplat. The image does not depend on it.
         backend: "auto" (gsplat when installed and the tensors are on CUDA), "torch" or "gsplat".
     """
     means, quats, scales, opacities, colors, viewmats, Ks = _checked(
@@ -74,9 +75,9 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
         raise ValueError(f"unknown rasterizer backend '{backend}' (use auto, torch or gsplat)")
     if backend == "gsplat" or (backend == "auto" and means.is_cuda and _gsplat_available()):
         return _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                                 sh_degree, near_plane, far_plane, backgrounds, tile_size, eps2d)
+                                 sh_degree, near_plane, far_plane, backgrounds, tile_size or 16, eps2d)
     return _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
-                            near_plane, far_plane, backgrounds, tile_size, eps2d)
+                            near_plane, far_plane, backgrounds, tile_size or 8, eps2d)
 
 
 def render_gaussians(gaussians, cameras, *, background: Tensor | None = None, sh_degree: int | None = None,
@@ -197,17 +198,20 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
 
     tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
     n_tiles = tiles_x * tiles_y
-    cam_ids, gauss_ids, tile_ids, tile_x, tile_y = _bin_tiles(lo, hi, visible, depths, tile_size, tiles_x, tiles_y)
+    flat_ids, gauss_ids, tile_ids, tile_x, tile_y = _bin_tiles(lo, hi, visible, depths, tile_size, tiles_x, tiles_y)
 
     # Per-intersection exponent coefficients in tile-local pixel coordinates:
-    # q(px, py) = log o - 0.5 (A dx^2 + 2 B dx dy + C dy^2), dx = px - u, as 6 terms over [px^2, px py, py^2, px, py, 1].
-    u = means2d[cam_ids, gauss_ids, 0] - tile_x * tile_size
-    v = means2d[cam_ids, gauss_ids, 1] - tile_y * tile_size
-    A, B, Cc = conic[cam_ids, gauss_ids].unbind(-1)
-    logo = torch.log(opacities.clamp_min(1e-30))[gauss_ids]
+    # q(px, py) = log o - 0.5 (A dx^2 + 2 B dx dy + C dy^2), dx = px - u, written as 6 coefficients of
+    # [px^2, px py, py^2, px, py, 1] so a chunk's exponents are one matrix multiply.
+    # (1-D index_select throughout: multi-index advanced indexing is several times slower on CPU.)
+    uv = means2d.reshape(-1, 2).index_select(0, flat_ids)
+    u = uv[:, 0] - tile_x * tile_size
+    v = uv[:, 1] - tile_y * tile_size
+    A, B, Cc = conic.reshape(-1, 3).index_select(0, flat_ids).unbind(-1)
+    logo = torch.log(opacities.clamp_min(1e-30)).index_select(0, gauss_ids)
     coefs = torch.stack([-0.5 * A, -B, -0.5 * Cc, A * u + B * v, B * u + Cc * v,
                          logo - 0.5 * A * u * u - B * u * v - 0.5 * Cc * v * v], -1)  # [M, 6]
-    inter_feats = feats[cam_ids, gauss_ids]  # [M, 5]
+    inter_feats = feats.reshape(-1, 5).index_select(0, flat_ids)  # [M, 5]
     counts = torch.bincount(tile_ids, minlength=C * n_tiles)
     starts = torch.cumsum(counts, 0) - counts
     bg_pix = bg.repeat_interleave(n_tiles, 0)  # [C * n_tiles, 5]
@@ -224,11 +228,13 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
 def _bin_tiles(lo, hi, visible, depths, tile_size, tiles_x, tiles_y):
     """Every (camera, Gaussian, tile) overlap, sorted once by (camera, tile, depth).
 
-    Returns flat ``[M]`` camera, Gaussian, global tile (camera * tiles + tile) ids and tile x, y.
+    Returns ``[M]`` flat (camera * N + Gaussian) ids, Gaussian ids, global tile (camera * tiles + tile)
+    ids and tile x, y.
     """
     with torch.no_grad():
-        cam_vis, g_vis = torch.nonzero(visible, as_tuple=True)
-        lo_v, hi_v = lo[cam_vis, g_vis], hi[cam_vis, g_vis]
+        N = visible.shape[1]
+        vis = torch.nonzero(visible.reshape(-1)).squeeze(1)
+        lo_v, hi_v = lo.reshape(-1, 2).index_select(0, vis), hi.reshape(-1, 2).index_select(0, vis)
         tx0 = torch.floor(lo_v[:, 0] / tile_size).clamp(0, tiles_x).long()
         tx1 = (torch.floor(hi_v[:, 0] / tile_size) + 1).clamp(0, tiles_x).long()
         ty0 = torch.floor(lo_v[:, 1] / tile_size).clamp(0, tiles_y).long()
@@ -237,17 +243,19 @@ def _bin_tiles(lo, hi, visible, depths, tile_size, tiles_x, tiles_y):
         per = nx * (ty1 - ty0).clamp_min(0)
         src = torch.repeat_interleave(torch.arange(per.shape[0], device=per.device), per)
         first = torch.cumsum(per, 0) - per
-        offset = torch.arange(src.shape[0], device=per.device) - first[src]
-        nx_s = nx[src].clamp_min(1)
-        tx = tx0[src] + offset % nx_s
-        ty = ty0[src] + offset // nx_s
-        cams, gauss = cam_vis[src], g_vis[src]
-        tile_ids = cams * (tiles_x * tiles_y) + ty * tiles_x + tx
+        offset = torch.arange(src.shape[0], device=per.device) - first.index_select(0, src)
+        nx_s = nx.index_select(0, src).clamp_min(1)
+        tx = tx0.index_select(0, src) + offset % nx_s
+        ty = ty0.index_select(0, src) + offset // nx_s
+        flat = vis.index_select(0, src)
+        tile_ids = torch.div(flat, N, rounding_mode="floor") * (tiles_x * tiles_y) + ty * tiles_x + tx
         # Camera depths are > near_plane > 0, so their float bits order like the floats.
-        d = depths[cams, gauss].detach().float().contiguous()
+        d = depths.detach().reshape(-1).float().index_select(0, flat)
         key = (tile_ids << 32) | d.view(torch.int32).long()
         order = torch.sort(key).indices
-        return cams[order], gauss[order], tile_ids[order], tx[order], ty[order]
+        flat = flat.index_select(0, order)
+        return (flat, flat % N, tile_ids.index_select(0, order), tx.index_select(0, order),
+                ty.index_select(0, order))
 
 
 # -------------------------------------------------------------------- compositing
@@ -257,6 +265,11 @@ def _pixel_features(tile_size: int, dtype, device) -> Tensor:
     py, px = torch.meshgrid(i, i, indexing="ij")
     px, py = px.reshape(-1), py.reshape(-1)
     return torch.stack([px * px, px * py, py * py, px, py, torch.ones_like(px)], -1)
+
+
+def _rows(table: Tensor, idx: Tensor) -> Tensor:
+    """``table[idx]`` for a 2-D index ``[A, B]`` into ``[M, K]`` rows, as one 1-D index_select."""
+    return table.index_select(0, idx.reshape(-1)).view(*idx.shape, table.shape[1])
 
 
 def _chunk(n_active: int) -> int:
@@ -301,18 +314,19 @@ class _Composite(torch.autograd.Function):
             idx = starts[active, None] + pos + torch.arange(B, device=device)
             inr = idx < ends[active, None]
             idx = torch.where(inr, idx, 0)
-            G = torch.where(inr[..., None], coefs[idx], pad)  # [Ta, B, 6]
-            Fk = feats[idx].masked_fill_(~inr[..., None], 0)  # [Ta, B, F]
+            G = torch.where(inr[..., None], _rows(coefs, idx), pad)  # [Ta, B, 6]
+            Fk = _rows(feats, idx).masked_fill_(~inr[..., None], 0)  # [Ta, B, F]
             q = torch.matmul(P, G.transpose(1, 2))  # exponent log(alpha) [Ta, S, B]
             if clamp_alpha:
                 q.clamp_max_(log_alpha_max)
             torch.nn.functional.threshold_(q, log_alpha_min, -math.inf)  # alpha < 1/255 is skipped
             alpha = q.exp_()
             incl = torch.cumprod(torch.rsub(alpha, 1), -1)  # transmittance after each Gaussian, relative to T0
-            T0 = trans[active]  # [Ta, S]
+            T0 = trans.index_select(0, active)  # [Ta, S]
+            alive_a = alive.index_select(0, active)
             # A pixel stops before the Gaussian that would take its transmittance below 1e-4; only
             # the (few) pixels where that happens inside this step need masking.
-            threshold = torch.where(alive[active], T_MIN / T0, math.inf)
+            threshold = torch.where(alive_a, T_MIN / T0, math.inf)
             stops = torch.nonzero((incl[..., -1] <= threshold).view(-1)).squeeze(1)
             if stops.numel():
                 rows_a, rows_i = alpha.view(-1, B), incl.view(-1, B)
@@ -321,12 +335,12 @@ class _Composite(torch.autograd.Function):
             w[..., 0] = alpha[..., 0]
             torch.mul(alpha[..., 1:], incl[..., :-1], out=w[..., 1:])
             step_acc = torch.matmul(w, Fk).mul_(T0[..., None])  # [Ta, S, F]
-            acc[active] += step_acc
-            trans[active] = T0 - step_acc[..., -1]  # the last feature is 1: its sum is sum_k w_k
-            still = alive[active]
+            acc.index_add_(0, active, step_acc)
+            trans.index_copy_(0, active, T0 - step_acc[..., -1])  # the last feature is 1: its sum is sum_k w_k
+            still = alive_a
             if stops.numel():
                 still.view(-1)[stops] = False
-                alive[active] = still
+                alive.index_copy_(0, active, still)
             steps.append((active, idx, inr, alpha, incl, T0))
             pos += B
             keep = (ends[active] > starts[active] + pos) & still.any(-1)
@@ -349,15 +363,15 @@ class _Composite(torch.autograd.Function):
         g_done = torch.zeros_like(g_total)  # g . (what was accumulated before this step)
         Pt = P.t()
         for active, idx, inr, alpha, incl, T0 in ctx.steps:
-            g = grad_out[active]  # [Ta, S, F]
-            Fk = feats[idx].masked_fill_(~inr[..., None], 0)
+            g = grad_out.index_select(0, active)  # [Ta, S, F]
+            Fk = _rows(feats, idx).masked_fill_(~inr[..., None], 0)
             # With E_k = prod_{j<k} (1 - alpha_j) relative to T0 (so T_k = T0 E_k), and gc_k = g . f_k:
             # dC/dalpha_k . g = T0 E_k gc_k - (g . C_final - g . sum_{j<=k} T0 E_j alpha_j f_j) / (1 - alpha_k)
             Egc = torch.matmul(g, Fk.transpose(1, 2))  # gc [Ta, S, B]
             Egc[..., 1:].mul_(incl[..., :-1])
             cs = torch.cumsum(alpha * Egc, -1)  # (g . sum_{j<=k} w_j f_j - g_done) / T0
             g_step = cs[..., -1] * T0
-            rest = (g_total[active] - g_done[active]) / T0  # [Ta, S]
+            rest = (g_total.index_select(0, active) - g_done.index_select(0, active)) / T0  # [Ta, S]
             d_q = cs.sub_(rest[..., None]).div_(torch.rsub(alpha, 1)).add_(Egc).mul_(alpha)  # dL/dq / T0
             if ctx.clamp_alpha:
                 d_q.masked_fill_(alpha >= ALPHA_MAX * (1 - 1e-6), 0)  # alpha = exp(q) unless clamped
@@ -369,7 +383,7 @@ class _Composite(torch.autograd.Function):
             sel = idx[inr]
             d_coefs[sel] = d_G.transpose(1, 2)[inr]
             d_feats[sel] = d_F[inr]
-            g_done[active] += g_step
+            g_done.index_add_(0, active, g_step)
         d_bg = grad_out * trans[..., None]
         return d_coefs, d_feats, None, None, d_bg.sum(1), None, None
 

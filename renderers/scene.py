@@ -81,8 +81,8 @@ _SCENE_KINDS: dict[str, str] = {
     # kind -> "module:Class"; modules are imported only when a scene of that kind is loaded.
     "voxels": "renderers.voxels:VoxelScene",
     "world": "pipelines.world.scene:WorldScene",
-    "field": "renderers.field_scene:FieldScene",
     "gaussians": "renderers.gaussian_scene:DeformableGaussianScene",
+    "field": "renderers.field_scene:FieldScene",
 }
 
 

@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             pump(app, 0.5)
             save(f"camera-{preset}")
         model.set_camera("reset")
-        _running_job(app, model, window, save)
-        _export_dialog(app, model, window, args.outdir, saved)
+        _export_dialog(app, model, window, args.outdir, saved)  # on the example scene
+        _running_job(app, model, window, save)  # last: the job's scene replaces the example
     finally:
         model.shutdown(cancel_running=True)
         window.confirm_on_close = False
@@ -145,10 +145,16 @@ def _running_job(app, model, window, save) -> None:
         print(f"could not start {info.name}: {window.errors[-1] if window.errors else '?'}", flush=True)
         return
     job = model.jobs[-1]
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and job.preview is None and not job.finished:
+    # Far enough into the fit that the viewer has a shape to show, with previews in the panel.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (job.preview is None or job.fraction < 0.6) and not job.finished:
         pump(app, 0.2)
+    # Freeze the panel's state for the shot: no new events while the viewer catches up with the last one.
+    window.poll_timer.stop()
+    model.viewer.wait_idle(120)
+    pump(app, 3.0)  # the browser draws the new proxy, then the full render at rest
     save("running", min_pixels=0)  # early in a fit the viewer may rightly show nothing yet
+    window.poll_timer.start()
 
 
 def _export_dialog(app, model, window, outdir: Path, saved: list) -> None:

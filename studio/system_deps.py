@@ -1,4 +1,4 @@
-"""Install the Debian packages that Qt WebEngine needs, once, when they are missing.
+"""Install the Debian packages that Qt WebEngine and the browser-mode tests need, once, when missing.
 
 Run by `make` after the Python packages are installed. It is idempotent: when PySide6's WebEngine
 already imports, it does nothing (a fraction of a second). On a bare Debian it installs the
@@ -44,6 +44,10 @@ def install(packages: list[str]) -> bool:
 
 
 def main() -> int:
+    # Headless Chromium drives the browser-mode tests (shared/notes/qt-webengine.md).
+    if shutil.which("chromium") is None and os.environ.get("FOURD_SKIP_CHROMIUM") is None:
+        print("Installing Debian's chromium for the browser-mode tests ...", file=sys.stderr)
+        install(["chromium"])
     if webengine_imports():
         return 0
     print("Qt WebEngine does not import yet; installing its system libraries ...", file=sys.stderr)

@@ -4,6 +4,9 @@ It speaks only the `Scene` protocol: a scene that offers ``gaussians_at(t)`` (a
 :class:`~renderers.scene.SplatScene`) streams as Gaussian splats; any other scene shows
 ``to_mesh(t)``, cached per frame because meshing a field is slow. Updates run on one background
 thread and coalesce, so scrubbing never queues up stale frames: only the latest request is drawn.
+When a scene without splats (a field, a voxel volume) is shown and the camera or time comes to
+rest, the viewer renders the scene itself at that camera (``Scene.render``) and shows it as the
+background image with depth, hiding the mesh proxy; any movement brings the proxy back.
 The Qt window embeds :attr:`Viewer.url` with QWebEngineView; browser mode serves the same URL.
 """
 
@@ -71,10 +74,13 @@ class Viewer:
         port: TCP port; a free one when None.
         mesh_resolution: resolution passed to ``to_mesh`` for scenes without splats.
         mesh_cache_size: how many per-frame meshes to keep.
+        render_at_rest: render non-splat scenes at the client's camera once it has rested ``rest_delay_s``.
+        rest_size: the longer side, in pixels, of that render.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, mesh_resolution: int = 96,
-                 mesh_cache_size: int = 64) -> None:
+                 mesh_cache_size: int = 64, render_at_rest: bool = True, rest_delay_s: float = 0.5,
+                 rest_size: int = 320) -> None:
         import viser
 
         self.host = host
@@ -97,6 +103,13 @@ class Viewer:
         self.error: str | None = None
         self._pose = CAMERA_PRESETS["reset"]
         self._handle = None
+        self.render_at_rest = render_at_rest
+        self.rest_delay_s = rest_delay_s
+        self.rest_size = rest_size
+        self._rest_generation = 0
+        self._rest_timer: threading.Timer | None = None
+        #: (time, client id) of the full render on show now, or None while the proxy shows.
+        self.rest_render: tuple[float, int] | None = None
         self._generation = 0
         self._drawn_generation = 0
         self._wake = threading.Condition()
@@ -166,6 +179,8 @@ class Viewer:
     def close(self) -> None:
         with self._wake:
             self._closed = True
+            if self._rest_timer is not None:
+                self._rest_timer.cancel()
             self._wake.notify_all()
         self._thread.join(timeout=5)
         self.server.stop()
@@ -183,6 +198,64 @@ class Viewer:
 
     def _on_connect(self, client) -> None:
         self._apply_pose(client, self._preset_position(self._pose))
+        client.camera.on_update(lambda _camera: self._moved(client))
+
+    # ---------------------------------------------------------------- full render at rest
+    def _moved(self, client) -> None:
+        """The camera or time moved: bring the proxy back and render again once things rest."""
+        with self._wake:
+            self._rest_generation += 1
+            generation = self._rest_generation
+            if self._rest_timer is not None:
+                self._rest_timer.cancel()
+            self._rest_timer = None
+        if self.rest_render is not None:
+            self._hide_rest_render()
+        if self.render_at_rest and self.scene is not None and not isinstance(self.scene, SplatScene):
+            timer = threading.Timer(self.rest_delay_s, self.render_now, args=(client, generation))
+            timer.daemon = True
+            self._rest_timer = timer
+            timer.start()
+
+    def render_now(self, client, generation: int | None = None) -> bool:
+        """Render the scene at ``client``'s camera and show it behind the scene; False when it went
+        stale (the camera or time moved on) or there is nothing to render."""
+        import torch
+
+        from renderers.cameras import Cameras
+
+        scene, t = self.scene, self.displayed_time
+        if scene is None or t is None or isinstance(scene, SplatScene) or self._closed:
+            return False
+        camera = client.camera
+        aspect = float(camera.aspect) if camera.aspect else 4 / 3
+        width = self.rest_size if aspect >= 1 else max(16, round(self.rest_size * aspect))
+        height = max(16, round(width / aspect))
+        cameras = Cameras.from_viser(camera.wxyz, camera.position, camera.fov, width, height)
+        try:
+            with torch.no_grad():
+                out = scene.render(cameras, t)
+        except Exception as err:
+            self.error = f"The scene could not be rendered at t = {t:.3f}: {err}"
+            return False
+        if generation is not None and generation != self._rest_generation:
+            return False
+        alpha = out.alpha[0].float().cpu().numpy()
+        rgb = out.rgb[0].float().cpu().numpy() + (1 - alpha)  # over viser's white background
+        depth = np.where(alpha > 0.5, out.depth[0].float().cpu().numpy(), 100.0)
+        client.scene.set_background_image((np.clip(rgb, 0, 1) * 255).astype(np.uint8), format="png",
+                                          depth=depth.astype(np.float32))
+        if self._handle is not None:
+            self._handle.visible = False
+        self.rest_render = (t, client.client_id)
+        return True
+
+    def _hide_rest_render(self) -> None:
+        for client in self.server.get_clients().values():
+            client.scene.set_background_image(None)
+        if self._handle is not None:
+            self._handle.visible = True
+        self.rest_render = None
 
     def _request(self) -> None:
         self._generation += 1
@@ -218,19 +291,32 @@ class Viewer:
             if len(arrays["centers"]) == 0:
                 self._clear()
                 return
+            if self.rest_render is not None:
+                self._hide_rest_render()
             self._handle = self.server.scene.add_gaussian_splats(SCENE_NODE, **arrays)
             return
         mesh = self._mesh_at(scene, t)
-        if mesh.is_empty:  # e.g. a field early in a fit: show nothing rather than the previous scene
+        if mesh.is_empty:  # e.g. a field early in a fit: no proxy, only the full render once at rest
             self._clear()
+            self._after_proxy_drawn()
             return
+        # No shadows: with shadow maps, software WebGL (llvmpipe, SwiftShader) draws an empty canvas.
         if mesh.vertex_colors is not None:
-            self._handle = self.server.scene.add_mesh_trimesh(SCENE_NODE, mesh.to_trimesh())
+            self._handle = self.server.scene.add_mesh_trimesh(SCENE_NODE, mesh.to_trimesh(), cast_shadow=False,
+                                                              receive_shadow=False)
         else:
             self._handle = self.server.scene.add_mesh_simple(SCENE_NODE, mesh.vertices, mesh.faces,
-                                                             color=(200, 200, 210))
+                                                             color=(150, 160, 175), cast_shadow=False,
+                                                             receive_shadow=False)
+        self._after_proxy_drawn()
+
+    def _after_proxy_drawn(self) -> None:
+        for client in self.server.get_clients().values():
+            self._moved(client)
 
     def _clear(self) -> None:
+        if self.rest_render is not None:
+            self._hide_rest_render()
         if self._handle is not None:
             self._handle.remove()
             self._handle = None

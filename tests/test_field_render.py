@@ -125,8 +125,8 @@ def test_lambertian_render_is_darker_on_the_side_away_from_the_light():
     cams = Cameras(look_at(torch.tensor([[0.0, -3.0, 0.0]])), orbit_cameras(3, 0, 0, 40, 16, 16).K, 16, 16)
     settings = RenderSettings(shading="lambertian", n_samples=96)
     out = render_image(field, cams, 0.0, settings=settings, lighting=Lighting(torch.tensor([-4.0, 0.0, 0.0]), 0.1))
-    # the light is at -x: the left half of the image (camera x is world +x... look from -y: right = +x)
-    left, right = out.rgb[0, 6:10, 3:6].mean(), out.rgb[0, 6:10, 10:13].mean()
+    # the light is at -x; seen from -y, image right is world +x, so the left half faces the light
+    left, right = out.rgb[0, 6:10, 3:6].mean().item(), out.rgb[0, 6:10, 10:13].mean().item()
     assert float(left) > 2 * float(right)
 
 
@@ -180,3 +180,17 @@ def test_bad_input_gives_a_clear_error_or_a_defined_image():
                                            cams.K, 8, 8), 0.0)  # looking away from the box
     assert torch.isfinite(inside.rgb).all() and float(inside.alpha.mean()) > 0.5
     assert float(away.alpha.abs().max()) == 0.0 and float(away.depth.abs().max()) == 0.0
+
+
+@pytest.mark.gpu
+def test_cuda_render_matches_the_cpu_reference():
+    field = blob_field()
+    torch.nn.init.uniform_(field.static_grid.table, -0.5, 0.5)
+    cams = orbit_cameras(3.0, 20.0, 30.0, 40.0, 32, 32)
+    grid = OccupancyGrid(16)
+    with torch.no_grad():
+        grid.update(field.density, [0.0, 0.5], RenderSettings().step)
+        cpu = render_image(field, cams, 0.5, occupancy=grid)
+        gpu = render_image(field.cuda(), cams.to("cuda"), 0.5, occupancy=grid.cuda())
+    torch.testing.assert_close(gpu.rgb.cpu(), cpu.rgb, atol=2e-3, rtol=0)
+    torch.testing.assert_close(gpu.alpha.cpu(), cpu.alpha, atol=2e-3, rtol=0)

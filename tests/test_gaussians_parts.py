@@ -9,7 +9,7 @@ import torch
 
 from renderers.cameras import orbit_cameras
 from renderers.deformation import DeformationConfig, HexPlaneField, deform_gaussians, make_deformation
-from renderers.densify import DensifyConfig, DensifyStats, Densifier, densify_and_prune, reset_opacity
+from renderers.densify import Densifier, DensifyConfig, DensifyStats, densify_and_prune, reset_opacity
 from renderers.rasterize import render_gaussians
 from renderers.sh import sh_basis, sh_to_color
 from renderers.splats import GaussianSet
@@ -61,7 +61,7 @@ def test_deformation_starts_at_identity_and_learns_a_motion(kind):
         assert torch.equal(moved.means, blob.means) and torch.equal(moved.log_scales, blob.log_scales)
     # Teach it x += 0.3 t; renders then move with t.
     opt = torch.optim.Adam(field.parameters(), lr=1e-2)
-    for step in range(150):
+    for _ in range(150):
         t = torch.rand(blob.means.shape[0], 1)
         d_means, d_quats, d_scales = field(blob.means, t)
         loss = (d_means[:, 0] - 0.3 * t[:, 0]).square().mean() + d_means[:, 1:].square().mean()

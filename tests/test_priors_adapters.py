@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipelines.priors import load_prior
-from pipelines.priors.guidance import lora_loss, render_latents, sds_loss, vsd_loss
+from pipelines.priors.guidance import lora_loss, lora_train_step, render_latents, sds_loss, vsd_loss
 from pipelines.priors.lora import CameraLoRA
 from pipelines.priors.tiny_models import write_tiny_sd, write_tiny_svd, write_tiny_zeroscope
 
@@ -127,17 +127,12 @@ def test_vsd_starts_at_zero_and_its_lora_learns(models):
     before = model.predict(latents.detach(), torch.tensor([300.0, 300.0]), cond).raw
     opt = torch.optim.Adam(lora.trainable_parameters(), lr=1e-2)
 
-    def fixed_loss():  # same noise and levels every call, so the steps must lower it
-        return lora_loss(model, lora, latents, cond, cams, camera_dropout=0.0,
-                         generator=torch.Generator().manual_seed(5))
-    losses = []
-    for _ in range(3):
-        opt.zero_grad()
-        loss = fixed_loss()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert fixed_loss().item() < losses[0]
+    def fixed():  # the same noise, levels and camera dropout every call, so the steps must lower its loss
+        return {"samples": 2, "camera_dropout": 0.0, "generator": torch.Generator().manual_seed(5)}
+    start = lora_loss(model, lora, latents, cond, cams, **fixed()).item()
+    losses = [lora_train_step(model, lora, opt, latents, cond, cams, **fixed()) for _ in range(3)]
+    assert losses[0] == pytest.approx(start, rel=1e-5)
+    assert lora_loss(model, lora, latents, cond, cams, **fixed()).item() < start
     trained = vsd_loss(model, lora, latents, cond, cams, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
     assert trained.grad.abs().max() > 1e-4
     trained.loss.backward()
@@ -145,6 +140,23 @@ def test_vsd_starts_at_zero_and_its_lora_learns(models):
     # outside `active` the UNet is the pretrained one again
     assert torch.allclose(model.predict(latents.detach(), torch.tensor([300.0, 300.0]), cond).raw, before)
     assert all(".base." not in k for k in lora.lora_state_dict())
+
+
+def test_lora_step_under_gradient_checkpointing_matches_the_plain_one(models):
+    grads = []
+    for checkpointing in (False, True):
+        model = load_prior("sd21-base", gradient_checkpointing=checkpointing)
+        torch.manual_seed(0)
+        lora = CameraLoRA(model.unet, rank=2)
+        torch.nn.init.normal_(next(iter(lora.layers.values())).up.weight)  # a non-zero LoRA branch
+        cond = model.encode_prompt(["a red cube"])
+        latents = torch.randn(1, 1, 1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+        opt = torch.optim.SGD(lora.trainable_parameters(), lr=0.0)
+        lora_train_step(model, lora, opt, latents, cond, torch.eye(4)[None], camera_dropout=0.0,
+                        generator=torch.Generator().manual_seed(2))
+        grads.append(torch.cat([p.grad.flatten() for p in lora.trainable_parameters() if p.grad is not None]))
+    assert grads[0].abs().sum() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
 def test_zeroscope_video_denoise_and_video_sds(prior):

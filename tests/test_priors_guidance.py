@@ -8,6 +8,15 @@ from pipelines.priors.guidance import sds_loss
 from pipelines.priors.schedules import DiscreteSchedule, EDMSchedule, scaled_linear_alphas_cumprod
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Element-sized tensors: a second thread only adds OpenMP barriers that stall when the other core is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class GaussianOracle(Denoiser):
     """The exact denoiser for data x0 ~ N(mu, tau^2) per element, answering in a chosen parameterisation.
 

@@ -190,3 +190,43 @@ def test_export_writes_a_glb_that_trimesh_reads(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: len(window.errors) > 0, timeout=60_000)
     assert (tmp_path / "ball.glb").stat().st_size > 0
     dialog.close()
+
+
+class MeshBall:
+    """The demo ball without splats: the viewer shows its mesh proxy, then its own render at rest."""
+
+    kind = "test-mesh-ball"
+    time_range = (0.0, 1.0)
+
+    def __init__(self) -> None:
+        self.ball = BouncingBall(count=10)
+        self.renders: list[float] = []
+
+    def to_mesh(self, t, resolution=128):
+        return self.ball.to_mesh(t, resolution)
+
+    def render(self, cameras, t):
+        self.renders.append(t)
+        return self.ball.render(cameras, t)
+
+    def save(self, directory):  # pragma: no cover
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory):  # pragma: no cover
+        raise NotImplementedError
+
+
+def test_a_scene_without_splats_is_rendered_at_the_resting_camera(window, viewer, qtbot):
+    qtbot.waitUntil(lambda: viewer.client_count > 0, timeout=60_000)
+    scene = MeshBall()
+    window.model.set_scene(scene)
+    qtbot.waitUntil(lambda: viewer.rest_render is not None, timeout=30_000)
+    assert viewer.rest_render[0] == window.model.timeline.t and scene.renders
+    assert viewer._handle is not None and viewer._handle.visible is False  # the proxy steps aside
+    window.timeline_bar.slider.setValue(40)  # scrubbing brings the proxy back, then renders the new time
+    qtbot.waitUntil(lambda: viewer.rest_render is not None and viewer.rest_render[0] == pytest.approx(40 / 47),
+                    timeout=30_000)
+    window.model.set_scene(BouncingBall(count=100))  # splat scenes need no full render
+    assert viewer.wait_idle()
+    assert viewer.rest_render is None and viewer._handle.visible

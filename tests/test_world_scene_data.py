@@ -91,3 +91,14 @@ def test_the_bundled_examples_are_listed_and_readable():
         else:
             assert data.shape == (entry["frames"], entry["height"], entry["width"], 3)
             assert asset_path("examples", entry["preview"]).is_file()
+
+
+def test_fourd_world_commands_build_a_dataset_and_a_contact_sheet(tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["world", "build", "video", "--size", "2", "--resolution", "8", "--frames", "2",
+                 "--workers", "1", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "1 shard(s) rendered" in capsys.readouterr().out
+    assert main(["world", "sheet", str(tmp_path / "sheet.png"), "--seeds", "1", "2", "--frames", "3",
+                 "--resolution", "12"]) == 0
+    assert iio.imread(tmp_path / "sheet.png").shape == (24, 36, 3)

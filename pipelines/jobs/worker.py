@@ -223,11 +223,15 @@ def _listen(stdin, flag: _CancelFlag) -> None:
 
 def _warm_up() -> None:
     """The imports every job needs, done before a job arrives so that a warm worker starts at once.
-    Creating the first torch optimiser imports torch._dynamo (seconds on a small CPU)."""
+    Creating the first torch optimiser imports torch._dynamo (seconds on a small CPU). A worker
+    renders and trains, so it also gets the faster CPU allocator settings."""
     import torch
 
     import pipelines.context  # noqa: F401
     import pipelines.jobs.run_folder  # noqa: F401
+    from renderers.allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()
 
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 

@@ -41,13 +41,3 @@ def run(args: argparse.Namespace) -> int:
         return 2
     raise ValueError(f"unknown models action {args.models_command!r}")
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m pipelines.priors.cli_models list``) until ``fourd`` wires it in."""
-    parser = argparse.ArgumentParser(prog="fourd")
-    add_parser(parser.add_subparsers(dest="command"))
-    return run(parser.parse_args(["models", *(sys.argv[1:] if argv is None else argv)]))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -117,30 +117,55 @@ def vsd_loss(denoiser: Denoiser, lora: CameraLoRA, latents: torch.Tensor, cond: 
     return GuidanceOutput(_as_loss(latents, grad), grad, level)
 
 
-def lora_loss(denoiser: Denoiser, lora: CameraLoRA, latents: torch.Tensor, cond: Conditioning,
-              cameras: torch.Tensor, *, samples: int = 1, camera_dropout: float = 0.1,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-    """The LoRA estimator's own diffusion loss on the current renders (ProlificDreamer Alg. 1, line 6).
-
-    The renders' latents are detached; noise levels are drawn over the whole ladder; with probability
-    ``camera_dropout`` the camera is zeroed so the LoRA also learns the unconditional score.
-    Returns the mean-squared error of the model target in the model's own parameterisation.
-    """
+def _lora_objective(denoiser: Denoiser, lora: CameraLoRA, latents: torch.Tensor, cond: Conditioning,
+                    cams: torch.Tensor, samples: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The diffusion loss of the LoRA score on detached renders; call inside ``lora.active(cams)``."""
     x0 = latents.detach().repeat_interleave(samples, 0)
-    cams = cameras.reshape(cameras.shape[0], -1).repeat_interleave(samples, 0).float()
-    drop = torch.rand(cams.shape[0], generator=generator) < camera_dropout
-    cams = torch.where(drop[:, None].to(cams.device), torch.zeros_like(cams), cams)
     level = sample_levels(denoiser, x0.shape[0], (0.0, 1.0), generator)
     eps = _noise(x0, generator)
     x_t = denoiser.add_noise(x0, eps, level)
     alpha, sigma = denoiser.schedule.alpha_sigma(level)
     target = {"epsilon": eps, "sample": x0,
               "v_prediction": _bcast(alpha, x0) * eps - _bcast(sigma, x0) * x0}[denoiser.parameterization]
-    c = cond.repeat(samples)
-    with lora.active(cams):
-        pred = denoiser(x_t.to(denoiser.device, denoiser.dtype), level.to(denoiser.device),
-                        c.to(denoiser.device, denoiser.dtype))
+    pred = denoiser(x_t.to(denoiser.device, denoiser.dtype), level.to(denoiser.device),
+                    cond.repeat(samples).to(denoiser.device, denoiser.dtype))
     return F.mse_loss(pred.float(), target.to(pred.device).float())
+
+
+def _lora_cameras(cameras: torch.Tensor, samples: int, camera_dropout: float,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    cams = cameras.reshape(cameras.shape[0], -1).repeat_interleave(samples, 0).float()
+    drop = torch.rand(cams.shape[0], generator=generator) < camera_dropout
+    return torch.where(drop[:, None].to(cams.device), torch.zeros_like(cams), cams)
+
+
+def lora_train_step(denoiser: Denoiser, lora: CameraLoRA, optimizer: torch.optim.Optimizer, latents: torch.Tensor,
+                    cond: Conditioning, cameras: torch.Tensor, *, samples: int = 1, camera_dropout: float = 0.1,
+                    generator: torch.Generator | None = None) -> float:
+    """One optimiser step of the LoRA estimator on the current renders (ProlificDreamer Alg. 1, line 6).
+
+    The renders' latents [B, V, F, C, h, w] are detached; noise levels are drawn over the whole ladder; with
+    probability ``camera_dropout`` a camera [B, 4, 4] is zeroed so the LoRA also learns the unconditional
+    score. Forward and backward both run with the LoRA active, so gradient checkpointing (which re-runs the
+    forward during backward) sees the same graph. Returns the loss (MSE in the model's parameterisation).
+    """
+    cams = _lora_cameras(cameras, samples, camera_dropout, generator)
+    optimizer.zero_grad(set_to_none=True)
+    with lora.active(cams):
+        loss = _lora_objective(denoiser, lora, latents, cond, cams, samples, generator)
+        loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def lora_loss(denoiser: Denoiser, lora: CameraLoRA, latents: torch.Tensor, cond: Conditioning,
+              cameras: torch.Tensor, *, samples: int = 1, camera_dropout: float = 0.0,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """The LoRA estimator's loss without a step (for monitoring); see :func:`lora_train_step`."""
+    cams = _lora_cameras(cameras, samples, camera_dropout, generator)
+    with lora.active(cams):
+        return _lora_objective(denoiser, lora, latents, cond, cams, samples, generator)
 
 
 def render_latents(denoiser: Denoiser, rgb: torch.Tensor, size: int, chunk: int = 8) -> torch.Tensor:

@@ -210,14 +210,26 @@ def download(name: str, dest: str | os.PathLike | None = None, timeout: float = 
     if reason is not None:
         raise NoNetwork(f"Cannot download prior {name!r}: {reason}; run `fourd models download {name}` on a "
                         f"machine with network access and copy {models_dir() / name} here.")
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(timeout)))
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(timeout)))
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(timeout)))  # read when huggingface_hub loads
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     for other in spec.needs:
         if installed_path(other) is None:
             download(other, timeout=timeout)
     target = Path(dest) if dest is not None else models_dir() / name
     target.mkdir(parents=True, exist_ok=True)
-    snapshot_download(spec.repo_id, local_dir=target, allow_patterns=list(spec.files) or None)
+    page = f"https://huggingface.co/{spec.repo_id}"
+    try:
+        snapshot_download(spec.repo_id, local_dir=target, allow_patterns=list(spec.files) or None,
+                          etag_timeout=timeout)
+    except GatedRepoError as err:
+        raise ModelNotFound(f"Prior {name!r} comes from a gated repository: accept its licence at {page}, log in "
+                            f"with `hf auth login`, then run `fourd models download {name}` again.") from err
+    except RepositoryNotFoundError as err:
+        raise ModelNotFound(f"The repository {spec.repo_id} of prior {name!r} was not found on huggingface.co; "
+                            f"put its files in {target} by hand.") from err
+    except OSError as err:  # connection, timeout and HTTP errors
+        raise NoNetwork(f"Downloading prior {name!r} from {page} failed ({type(err).__name__}); check the "
+                        f"connection and run `fourd models download {name}` again.") from err
     return target

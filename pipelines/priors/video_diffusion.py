@@ -133,7 +133,8 @@ class SV3D(StableVideoDiffusion):
     """Latents [B, V, F, 4, h, w]: for each of the B*F items the V views form one orbit (SV3D's frame axis).
 
     ``cond.elevations`` / ``cond.azimuths`` [B, V] in radians (elevation above the horizon; SV3D is fed the
-    polar angle pi/2 - elevation); ``cond.noise_aug`` is SV3D's ``cond_aug`` (1e-5 in its sampler).
+    polar angle pi/2 - elevation); ``cond.noise_aug`` is SV3D's ``cond_aug`` (1e-5 in its sampler). As in
+    SV3D's sampler, azimuths are measured from the input view, which is the orbit's last view (azimuth 0).
     """
 
     name = "sv3d-p"

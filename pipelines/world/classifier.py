@@ -100,7 +100,7 @@ def accuracy(model: AttributeClassifier, rgb: Tensor, alpha: Tensor, labels: dic
 
 
 def train_classifier(out_dir: str | Path | None = None, *, train_size: int = 3000, test_size: int = 500,
-                     epochs: int = 12, batch: int = 64, lr: float = 2e-3, seed: int = 0,
+                     epochs: int = 24, batch: int = 64, lr: float = 3e-3, seed: int = 0,
                      config: ClassifierConfig = ClassifierConfig(), cache_dir: str | Path | None = None,
                      workers: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Train the classifier on the world's train split, measure it on the test split, and save

@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
     clf.add_argument("--out", type=Path, help="checkpoint folder (default: the bundled assets/checkpoints)")
     clf.add_argument("--train-size", type=int, default=4000)
     clf.add_argument("--test-size", type=int, default=600)
-    clf.add_argument("--epochs", type=int, default=10)
+    clf.add_argument("--epochs", type=int, default=24)
+    clf.add_argument("--lr", type=float, default=3e-3)
     clf.add_argument("--workers", type=int, default=None)
     clf.add_argument("--cache-dir", type=Path, default=None)
     sheet = actions.add_parser("sheet", help="save a contact sheet PNG of samples (rows: seeds, columns: times)")
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         from pipelines.world.classifier import train_classifier
 
         record = train_classifier(args.out, train_size=args.train_size, test_size=args.test_size,
-                                  epochs=args.epochs, cache_dir=args.cache_dir, workers=args.workers)
+                                  epochs=args.epochs, lr=args.lr, cache_dir=args.cache_dir,
+                                  workers=args.workers)
         print(record["test_accuracy"])
         return 0
     if args.world_command == "sheet":
