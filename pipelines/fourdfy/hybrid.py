@@ -243,7 +243,7 @@ class HybridSDS:
     def step(self, step: int, generator: torch.Generator) -> tuple[StepPlan, dict[str, float]]:
         """UPDATE(grad) for global ``step`` with all randomness from ``generator``; returns the plan and losses.
         Gradients are left on the parameters until the next step (tests read them)."""
-        from pipelines.priors.guidance import lora_loss, sds_loss, vsd_loss
+        from pipelines.priors.guidance import lora_train_step, sds_loss, vsd_loss
 
         c = self.config
         plan = self.plan(step, generator)
@@ -303,12 +303,9 @@ class HybridSDS:
         total.backward()
         self.optimizer.step()
         if plan.update == UPDATE_IMG:  # Alg. 1 line 19: fine-tune the LoRA on the render (Eq. 5)
-            self.lora_optimizer.zero_grad(set_to_none=True)
-            loss = lora_loss(self.priors.image, self.priors.lora, latents, cond.to(self.device), lora_cams,
-                             camera_dropout=c.lora_camera_dropout, generator=generator)
-            loss.backward()
-            self.lora_optimizer.step()
-            losses["lora"] = loss.detach()
+            losses["lora"] = torch.tensor(lora_train_step(
+                self.priors.image, self.priors.lora, self.lora_optimizer, latents, cond.to(self.device), lora_cams,
+                camera_dropout=c.lora_camera_dropout, generator=generator))
         values = {k: float(v.detach()) for k, v in losses.items()}
         values["loss"] = float(total.detach())
         return plan, values
