@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.export_commands",  # export
     "pipelines.world.commands",  # world: examples, datasets, classifier, contact sheets
     "pipelines.priors.cli_models",  # models
+    "pipelines.models.cli_train",  # train prior
 )
 
 

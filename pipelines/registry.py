@@ -24,6 +24,7 @@ _BUILTIN: dict[str, str] = {
     "image-to-4d": "pipelines.diffusion2.pipeline",
     "video-to-4d": "pipelines.diffusion2.pipeline",
     "text-to-4d-d2": "pipelines.diffusion2.pipeline",
+    "text-to-4d": "pipelines.fourdfy.pipeline",
 }
 
 _REGISTRY: dict[str, PipelineInfo] = {}

@@ -30,8 +30,10 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``prior`` command to a ``fourd train`` sub-parser collection."""
-    return _configure(subparsers.add_parser("prior", help="train the in-house field diffusion prior"))
+    """Add ``fourd train prior`` to the ``fourd`` sub-parser collection."""
+    train = subparsers.add_parser("train", help="train the bundled models (the in-house field prior)")
+    models = train.add_subparsers(dest="train_command", metavar="MODEL", required=True)
+    return _configure(models.add_parser("prior", help="train the in-house field diffusion prior"))
 
 
 def _parse_value(text: str):

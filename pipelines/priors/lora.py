@@ -42,13 +42,17 @@ class CameraLoRA(nn.Module):
     flattened 4x4 pose.
     """
 
-    def __init__(self, unet: nn.Module, rank: int = 4, camera_dim: int = 16):
+    def __init__(self, unet: nn.Module, rank: int = 4, camera_dim: int = 16, *,
+                 projections: tuple[str, ...] = ATTENTION_PROJECTIONS, time_embedding: nn.Module | None = None):
+        """``projections`` name the Linear layers of an attention module (the first one identifies it) and
+        ``time_embedding`` the module whose output the camera embedding is added to (default the diffusers
+        UNet's ``time_embedding``), so that non-UNet denoisers (the in-house DiT) can host the LoRA too."""
         super().__init__()
         self.layers = nn.ModuleDict()
         for name, module in list(unet.named_modules()):
-            if not hasattr(module, "to_q"):
+            if not hasattr(module, projections[0]):
                 continue
-            for proj in ATTENTION_PROJECTIONS:
+            for proj in projections:
                 parent = module.get_submodule(proj.rpartition(".")[0]) if "." in proj else module
                 leaf = proj.rpartition(".")[2]
                 base = getattr(parent, leaf) if leaf != "0" else parent[0]
@@ -62,14 +66,15 @@ class CameraLoRA(nn.Module):
                 self.layers[f"{name}.{proj}".replace(".", "_")] = wrapped
         if not self.layers:
             raise ValueError("the UNet has no attention projections to attach a LoRA to")
-        emb_dim = unet.time_embedding.linear_2.out_features
-        device = unet.time_embedding.linear_2.weight.device
+        time_embedding = time_embedding if time_embedding is not None else unet.time_embedding
+        last = [m for m in time_embedding.modules() if isinstance(m, nn.Linear)][-1]
+        emb_dim, device = last.out_features, last.weight.device
         self.camera_embedding = nn.Sequential(nn.Linear(camera_dim, emb_dim), nn.SiLU(),
                                               nn.Linear(emb_dim, emb_dim)).to(device)
         nn.init.zeros_(self.camera_embedding[2].weight)
         nn.init.zeros_(self.camera_embedding[2].bias)
         self._camera: torch.Tensor | None = None
-        self._hook = unet.time_embedding.register_forward_hook(self._add_camera)
+        self._hook = time_embedding.register_forward_hook(self._add_camera)
 
     def _add_camera(self, module, inputs, output):
         if self._camera is None:

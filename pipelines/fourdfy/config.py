@@ -1,0 +1,169 @@
+"""The 4D-fy configuration: every hyper-parameter of hybrid SDS, with presets.
+
+``paper`` holds the values 4D-fy states (Sec. 3.3, Algorithm 1); values the paper does not state are
+threestudio's / MVDream's / ProlificDreamer's defaults that 4D-fy builds on, and say so beside them.
+``standard`` fits the public models on one 24-48 GB GPU (fewer steps, smaller renders, 8 video frames);
+``preview`` runs all three stages on a 2-core CPU with the in-house prior in its three roles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pipelines.config import Config, ConfigError
+
+PUBLIC_PRIORS = {"prior_multiview": "mvdream-sd21", "prior_image": "sd21-base", "prior_video": "zeroscope-v2-576w"}
+INHOUSE_PRIORS = {"prior_multiview": "inhouse-t2mv", "prior_image": "inhouse-t2i", "prior_video": "inhouse-t2v"}
+# the RunContext.priors role names (``--prior ROLE=NAME``) and the config key each one overrides
+ROLE_KEYS = {"text-to-multiview": "prior_multiview", "text-to-image": "prior_image", "text-to-video": "prior_video"}
+
+_PAPER = {
+    **PUBLIC_PRIORS,
+    # Sec. 3.3 "Hyperparameter values": N_stage-1, N_stage-2, N_stage-3 = 10000, 10000, 100000
+    "steps_stage1": 10_000, "steps_stage2": 10_000, "steps_stage3": 100_000,
+    # Sec. 3.3: P_3D = P_IMG = 0.5
+    "p_3d": 0.5, "p_img": 0.5,
+    # Sec. 3.3: static hash map 0.01, dynamic hash map 0.01, MLP 0.001; static drops to 1e-4 before stage 3
+    "lr_static": 0.01, "lr_dynamic": 0.01, "lr_mlp": 0.001, "lr_static_stage3": 1e-4,
+    # threestudio (4D-fy's code base) implicit volume: 16 levels x 2 features, 2^19 table (renderers.field)
+    "field_preset": "paper",
+    # threestudio's neural environment-map background (a colour from the ray direction)
+    "background": "learned",
+    # threestudio / nerfacc defaults used by 4D-fy's code: 32^3 occupancy grid, 512 samples along the box
+    "occupancy_resolution": 32, "samples_per_ray": 512,
+    # Sec. 3.3 "Rendering": four views at MVDream's native 256 x 256 ...
+    "views_3d": 4, "render_3d": 256, "native_3d": 256,
+    # ... MVDream's own schedule renders 64 x 64 for the first 5000 steps (MVDream Sec. 4 / threestudio config)
+    "render_3d_start": 64, "render_3d_switch": 5000,
+    # Sec. 3.3: VSD renders 256 x 256 upsampled bilinearly to Stable Diffusion's 512 x 512
+    "render_img": 256, "native_img": 512,
+    # Sec. 3.3: 16 frames at 160 x 288 upsampled to Zeroscope's native 320 x 576
+    "video_frames": 16, "render_video": (160, 288), "native_video": (320, 576),
+    # not in the paper: MVDream's guidance 50, ProlificDreamer's VSD guidance 7.5, threestudio Zeroscope 100
+    "guidance_3d": 50.0, "guidance_img": 7.5, "guidance_video": 100.0,
+    # not in the paper: MVDream anneals t_max 0.98 -> 0.5 over 8000 steps; ProlificDreamer 0.98 -> 0.5 at 5000;
+    # video SDS keeps the full range (threestudio defaults)
+    "t_range_3d": (0.02, 0.98), "t_range_3d_end": (0.02, 0.5), "t_anneal_3d_steps": 8000,
+    "t_range_img": (0.02, 0.98), "t_range_img_end": (0.02, 0.5), "t_anneal_img_steps": 5000,
+    "t_range_video": (0.02, 0.98),
+    # ProlificDreamer's LoRA: rank 4 (diffusers default), lr 1e-3, camera dropout 0.1
+    "lora_rank": 4, "lr_lora": 1e-3, "lora_camera_dropout": 0.1,
+    # threestudio camera sampling, in our world units (objects in [-1, 1]^3)
+    "camera_distance": (2.5, 3.0), "camera_fovy": (35.0, 45.0), "camera_elevation": (0.0, 30.0),
+    # threestudio's regulariser weights for NeRF SDS (sparsity / opacity)
+    "lambda_sparsity": 0.0, "lambda_opaque": 0.0, "lambda_temporal": 1.0,
+    "preview_every": 1000, "scene_every": 2000, "preview_size": 128, "preview_count": 4,
+}
+
+_STANDARD = {
+    **PUBLIC_PRIORS,
+    "steps_stage1": 5000, "steps_stage2": 5000, "steps_stage3": 20_000,
+    "p_3d": 0.5, "p_img": 0.5, "lr_static": 0.01, "lr_dynamic": 0.01, "lr_mlp": 0.001, "lr_static_stage3": 1e-4,
+    "field_preset": "paper", "background": "learned", "occupancy_resolution": 32, "samples_per_ray": 256,
+    "views_3d": 4, "render_3d": 128, "native_3d": 256, "render_3d_start": 64, "render_3d_switch": 2500,
+    "render_img": 128, "native_img": 512,
+    # 8 frames: fewer frames keep the memory down; the 16-frame paper setting needs ~2x the activations
+    "video_frames": 8, "render_video": (80, 144), "native_video": (320, 576),
+    "guidance_3d": 50.0, "guidance_img": 7.5, "guidance_video": 100.0,
+    "t_anneal_3d_steps": 4000, "t_anneal_img_steps": 2500,
+    "preview_every": 250, "scene_every": 500, "preview_size": 96,
+}
+
+_PREVIEW = {
+    **INHOUSE_PRIORS,
+    "steps_stage1": 150, "steps_stage2": 60, "steps_stage3": 240,
+    # the in-house prior learned premultiplied world renders: objects over black
+    "field_preset": "small", "background": "solid", "background_color": (0.0, 0.0, 0.0),
+    "occupancy_resolution": 16, "samples_per_ray": 48,
+    "views_3d": 4, "render_3d": 32, "native_3d": 32, "render_3d_start": 32, "render_3d_switch": 0,
+    "render_img": 32, "native_img": 32, "video_frames": 4, "render_video": (32, 32), "native_video": (32, 32),
+    "guidance_3d": 5.0, "guidance_img": 5.0, "guidance_video": 5.0,
+    "t_anneal_3d_steps": 150, "t_anneal_img_steps": 60, "lr_static": 0.02, "lr_dynamic": 0.02, "lr_mlp": 0.005,
+    "lr_static_stage3": 2e-3,
+    # the in-house prior's training rig: distance 2.7, fov 40, elevation around 15 degrees
+    "camera_distance": (2.5, 2.9), "camera_fovy": (40.0, 40.0), "camera_elevation": (5.0, 30.0),
+    "lambda_sparsity": 0.01, "lambda_opaque": 0.01,
+    "preview_every": 50, "scene_every": 150, "preview_size": 48,
+}
+
+
+@dataclass(frozen=True)
+class FourDfyConfig(Config):
+    """Hybrid score distillation (4D-fy Algorithm 1) on the static + dynamic hash-grid field."""
+
+    schema_version: ClassVar[int] = 1
+    presets: ClassVar[dict] = {"preview": _PREVIEW, "standard": _STANDARD, "paper": _PAPER}
+
+    prior_multiview: str = field(default="inhouse-t2mv", metadata={"help": "3D-aware text-to-image prior (L_3D)"})
+    prior_image: str = field(default="inhouse-t2i", metadata={"help": "text-to-image prior with LoRA (L_IMG, VSD)"})
+    prior_video: str = field(default="inhouse-t2v", metadata={"help": "text-to-video prior (L_VID)"})
+    steps_stage1: int = field(default=150, metadata={"help": "N_stage-1: 3D-aware SDS only"})
+    steps_stage2: int = field(default=60, metadata={"help": "N_stage-2: 3D-aware SDS or VSD"})
+    steps_stage3: int = field(default=240, metadata={"help": "N_stage-3: 3D, VSD or video SDS, dynamic grid on"})
+    p_3d: float = field(default=0.5, metadata={"help": "P_3D: probability of a 3D-aware SDS update"})
+    p_img: float = field(default=0.5, metadata={"help": "P_IMG: probability of VSD (stage 2; x P_3D in stage 3)"})
+    lr_static: float = 0.01
+    lr_dynamic: float = 0.01
+    lr_mlp: float = 0.001
+    lr_static_stage3: float = field(default=1e-4, metadata={"help": "static hash map rate in stage 3"})
+    field_preset: str = field(default="small", metadata={"help": "renderers.field.FieldConfig preset"})
+    background: str = field(default="solid", metadata={"help": "learned (threestudio's env MLP) or solid"})
+    background_color: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    occupancy_resolution: int = 16
+    occupancy_every: int = field(default=16, metadata={"help": "steps between occupancy-grid updates"})
+    samples_per_ray: int = 48
+    views_3d: int = 4
+    render_3d: int = 32
+    render_3d_start: int = 32
+    render_3d_switch: int = field(default=0, metadata={"help": "step at which render_3d_start -> render_3d"})
+    native_3d: int = 32
+    render_img: int = 32
+    native_img: int = 32
+    video_frames: int = 4
+    render_video: tuple[int, int] = (32, 32)
+    native_video: tuple[int, int] = (32, 32)
+    guidance_3d: float = 5.0
+    guidance_img: float = 5.0
+    guidance_video: float = 5.0
+    t_range_3d: tuple[float, float] = (0.02, 0.98)
+    t_range_3d_end: tuple[float, float] = (0.02, 0.5)
+    t_anneal_3d_steps: int = 150
+    t_range_img: tuple[float, float] = (0.02, 0.98)
+    t_range_img_end: tuple[float, float] = (0.02, 0.5)
+    t_anneal_img_steps: int = 60
+    t_range_video: tuple[float, float] = (0.02, 0.98)
+    lora_rank: int = 4
+    lr_lora: float = 1e-3
+    lora_camera_dropout: float = 0.1
+    camera_distance: tuple[float, float] = (2.5, 2.9)
+    camera_fovy: tuple[float, float] = (40.0, 40.0)
+    camera_elevation: tuple[float, float] = (5.0, 30.0)
+    lambda_sparsity: float = field(default=0.01, metadata={"help": "mean alpha (keeps empty space empty)"})
+    lambda_opaque: float = field(default=0.01, metadata={"help": "binary entropy of alpha (crisp silhouettes)"})
+    lambda_temporal: float = field(default=1.0, metadata={"help": "dynamic-feature smoothness over time"})
+    motion_strength: float = field(default=1.0, metadata={"help": "scales the video SDS gradient (0 = no motion)"})
+    init_scene: str = field(default="", metadata={
+        "help": "saved scene folder (e.g. an autodecoder sample) the static field is first fitted to (Sherpa3D)"})
+    init_steps: int = field(default=300, metadata={"help": "ray-batch steps of that initial fit"})
+    preview_every: int = 50
+    preview_count: int = field(default=4, metadata={"help": "views / frames in each preview strip"})
+    preview_size: int = 48
+    scene_every: int = 150
+
+    def __post_init__(self) -> None:
+        for name in ("steps_stage1", "steps_stage2", "steps_stage3"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config key '{name}' must be 0 or more, got {getattr(self, name)}.")
+        for name in ("p_3d", "p_img"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"config key '{name}' is a probability and must lie in [0, 1].")
+        for name in ("views_3d", "video_frames", "render_3d", "render_img", "native_3d", "native_img",
+                     "samples_per_ray", "occupancy_resolution", "occupancy_every", "preview_every",
+                     "preview_count", "preview_size", "scene_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key '{name}' must be at least 1.")
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_stage1 + self.steps_stage2 + self.steps_stage3
