@@ -63,14 +63,14 @@ def test_cli_trains_resumes_and_exports(world, tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     cli_train.add_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "run"
-    args = parser.parse_args(["prior", "--preset", "tiny", "--set", "steps=4", "--out", str(out), "--stop-after", "2"])
+    args = parser.parse_args(["train", "prior", "--preset", "tiny", "--set", "steps=4", "--out", str(out), "--stop-after", "2"])
     assert cli_train.run(args) == 0
-    assert cli_train.run(parser.parse_args(["prior", "--preset", "tiny", "--set", "steps=4", "--out", str(out)])) == 0
+    assert cli_train.run(parser.parse_args(["train", "prior", "--preset", "tiny", "--set", "steps=4", "--out", str(out)])) == 0
     assert "resumed at step 2" in (out / "train.log").read_text()
-    bad = parser.parse_args(["prior", "--preset", "tiny", "--set", "width=64", "--out", str(out)])
+    bad = parser.parse_args(["train", "prior", "--preset", "tiny", "--set", "width=64", "--out", str(out)])
     assert cli_train.run(bad) == 2  # a different architecture in the same folder: one clear error
     dest = tmp_path / "export"
-    assert cli_train.run(parser.parse_args(["prior", "--out", str(out), "--export", str(dest)])) == 0
+    assert cli_train.run(parser.parse_args(["train", "prior", "--out", str(out), "--export", str(dest)])) == 0
     prior = load_prior("inhouse-t2i", dest)
     assert prior.model.arch.width == 32
     assert (dest / "model.safetensors").stat().st_size < 1_000_000
