@@ -63,9 +63,9 @@ def test_cli_trains_resumes_and_exports(world, tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     cli_train.add_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "run"
-    args = parser.parse_args(["train", "prior", "--preset", "tiny", "--set", "steps=4", "--out", str(out), "--stop-after", "2"])
-    assert cli_train.run(args) == 0
-    assert cli_train.run(parser.parse_args(["train", "prior", "--preset", "tiny", "--set", "steps=4", "--out", str(out)])) == 0
+    tiny = ["train", "prior", "--preset", "tiny", "--set", "steps=4", "--out", str(out)]
+    assert cli_train.run(parser.parse_args([*tiny, "--stop-after", "2"])) == 0
+    assert cli_train.run(parser.parse_args(tiny)) == 0
     assert "resumed at step 2" in (out / "train.log").read_text()
     bad = parser.parse_args(["train", "prior", "--preset", "tiny", "--set", "width=64", "--out", str(out)])
     assert cli_train.run(bad) == 2  # a different architecture in the same folder: one clear error
