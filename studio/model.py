@@ -8,6 +8,7 @@ jobs API (`pipelines.jobs.JobRunner`, `pipelines.registry`); the viewer is any o
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -224,6 +225,7 @@ class CreateForm:
     overrides: dict[str, str] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=1)
 def prompt_vocabulary() -> frozenset[str]:
     """The words the bundled prior knows: ``pipelines.models.text.prompt_vocabulary()`` when the prior is
     installed, else every word of the procedural world's caption grammar (what that prior is trained on)."""
@@ -304,6 +306,16 @@ EXPORT_OPTIONS: dict[str, tuple[str, ...]] = {
 # The file name ending each format needs (folders for the others).
 EXPORT_SUFFIX: dict[str, str] = {"glb": ".glb", "obj": ".obj", "ply": ".ply", "gltf-anim": ".glb", "3dgs-ply": ".ply",
                                  "mp4": ".mp4", "gif": ".gif", "contact-sheet": ".png"}
+
+
+def scene_title(scene, source: str | None) -> str:
+    """A short name for what the viewer shows: the scene folder's run name, the source text, or the kind."""
+    if scene is None:
+        return "no scene"
+    if source and _is_folder(source):
+        path = Path(source)
+        return path.parent.name if path.name in ("result", "scene") else path.name
+    return source or scene.kind
 
 
 def _is_folder(path: str | None) -> bool:
@@ -563,6 +575,8 @@ class StudioModel:
             self.timeline.time_range = tuple(float(v) for v in scene.time_range)
         if self.viewer is not None:
             self.viewer.show(scene, self.timeline.t)
+            if hasattr(self.viewer, "set_label"):  # viser's panel bar names the scene instead of "Connected"
+                self.viewer.set_label(scene_title(scene, source))
         self.scene_changed.emit(scene)
 
     def open_scene(self, directory: str | Path) -> None:
