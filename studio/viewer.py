@@ -103,6 +103,8 @@ class Viewer:
         self.server.scene.add_grid("/floor", width=2.0, height=2.0, cell_size=0.25, section_size=1.0,
                                    position=(0.0, 0.0, -1.0))
         self.server.gui.configure_theme(show_logo=False, show_share_button=False)
+        # viser 1.1.1 cannot hide the control panel's status bar; naming the scene there beats "Connected".
+        self.set_label("no scene")
         self.mesh_resolution = mesh_resolution
         self._mesh_cache: OrderedDict[tuple[int, float], object] = OrderedDict()
         self._mesh_cache_size = mesh_cache_size
