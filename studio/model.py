@@ -314,6 +314,8 @@ def scene_title(scene, source: str | None) -> str:
         return "no scene"
     if source and _is_folder(source):
         path = Path(source)
+        if path.parent.name == "scenes":  # a run's intermediate scene: <run>/scenes/step-00000070
+            return f"{path.parent.parent.name} · {path.name}"
         return path.parent.name if path.name in ("result", "scene") else path.name
     return source or scene.kind
 

@@ -839,6 +839,7 @@ class MainWindow(QMainWindow):
         self.set_fps(timeline.fps)
         self.camera_actions["turntable"].setChecked(self.model.camera == "turntable")
         bar.refresh()
+        self.library_panel.refresh()  # the project's runs join the library
 
     def set_camera(self, preset: str) -> None:
         """A camera preset; the turntable button toggles the orbit off again (back to the default view)."""

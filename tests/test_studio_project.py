@@ -134,6 +134,20 @@ def test_recent_projects_are_most_recent_first_without_duplicates_or_gone_folder
     assert recent_projects() == [a]
 
 
+def test_the_scene_title_names_the_run(tmp_path):
+    from studio.model import scene_title
+
+    class Kind:
+        kind = "voxels"
+
+    assert scene_title(None, None) == "no scene"
+    assert scene_title(Kind(), None) == "voxels" and scene_title(Kind(), "example: ball") == "example: ball"
+    (tmp_path / "run-1" / "scenes" / "step-00000070").mkdir(parents=True)
+    (tmp_path / "run-1" / "result").mkdir()
+    assert scene_title(Kind(), str(tmp_path / "run-1" / "scenes" / "step-00000070")) == "run-1 · step-00000070"
+    assert scene_title(Kind(), str(tmp_path / "run-1" / "result")) == "run-1"
+
+
 def test_unknown_prompt_words_are_named_in_order():
     vocabulary = prompt_vocabulary()
     assert {"ball", "red", "bouncing", "torus", "spinning"} <= vocabulary
