@@ -80,6 +80,12 @@ def test_a_saved_project_reopens_with_its_runs_inputs_and_view(make_model, tmp_p
     assert other.project_runs == [view.job.run_dir.resolve()]
     assert recent_projects()[0] == folder
 
+    # with another runs folder the library still lists the project's run
+    elsewhere = StudioModel(viewer=RecordingViewer(), runner=JobRunner(tmp_path / "other runs"), registry=REGISTRY)
+    elsewhere.open_project(folder)
+    runs = elsewhere.library()
+    assert [r.run_dir.resolve() for r in runs] == [view.job.run_dir.resolve()]
+
 
 def test_a_project_whose_scene_moved_still_opens_and_says_so(make_model, tmp_path):
     model = make_model()
