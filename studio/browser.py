@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from studio.model import StudioError, StudioModel
-from studio.viewer import CAMERA_PRESETS, Viewer
+from studio.viewer import CAMERA_PRESET_NAMES, Viewer
 
 
 class BrowserControls:
@@ -30,7 +30,7 @@ class BrowserControls:
             self.fps = gui.add_number("FPS", initial_value=timeline.fps, min=1, max=120, step=1)
             self.readout = gui.add_markdown(timeline.readout())
         with gui.add_folder("Camera"):
-            self.camera = gui.add_button_group("View", [name.capitalize() for name in CAMERA_PRESETS])
+            self.camera = gui.add_button_group("View", [name.capitalize() for name in CAMERA_PRESET_NAMES])
         with gui.add_folder("Create"):
             pipelines = model.pipelines()
             names = [p.name for p in pipelines] or ["(no methods installed)"]

@@ -8,6 +8,7 @@ jobs API (`pipelines.jobs.JobRunner`, `pipelines.registry`); the viewer is any o
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -224,6 +225,53 @@ class CreateForm:
     overrides: dict[str, str] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=1)
+def prompt_vocabulary() -> frozenset[str]:
+    """The words the bundled prior knows: ``pipelines.models.text.prompt_vocabulary()`` when the prior is
+    installed, else every word of the procedural world's caption grammar (what that prior is trained on)."""
+    try:
+        from pipelines.models.text import prompt_vocabulary as prior_vocabulary
+    except ImportError:
+        prior_vocabulary = None
+    if prior_vocabulary is not None:
+        return frozenset(w.lower() for w in prior_vocabulary())
+    from pipelines.world import grammar
+
+    phrases = {"a", "an", "that"}
+    for table in (grammar.SHAPE_WORDS, grammar.COLOUR_WORDS, grammar.MATERIAL_WORDS, grammar.SIZE_WORDS):
+        for value, options in table.items():
+            phrases.update((value, *options))
+    for value, (participles, verbs) in grammar.MOTION_WORDS.items():
+        phrases.update((value, *participles, *verbs))
+    return frozenset(word for phrase in phrases for word in _prompt_words(phrase))
+
+
+def _prompt_words(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"[a-z]+(?:-[a-z]+)*", text.lower())
+
+
+def unknown_prompt_words(prompt: str, vocabulary: frozenset[str] | None = None) -> list[str]:
+    """Words of ``prompt`` the bundled prior does not know, in order of appearance, without repeats."""
+    known = prompt_vocabulary() if vocabulary is None else vocabulary
+    unknown: list[str] = []
+    for word in _prompt_words(prompt):
+        if word not in known and word not in unknown:
+            unknown.append(word)
+    return unknown
+
+
+def prompt_warning(prompt: str, vocabulary: frozenset[str] | None = None) -> str | None:
+    """One sentence naming the prompt's unknown words (the prior ignores them), or None when it knows them all."""
+    unknown = unknown_prompt_words(prompt, vocabulary)
+    if not unknown:
+        return None
+    words = ", ".join(f"'{w}'" for w in unknown)
+    return (f"The bundled prior does not know {words} and will ignore {'it' if len(unknown) == 1 else 'them'}; "
+            f"describe a shape, colour, material, size and motion.")
+
+
 def parse_override(text: str) -> Any:
     """A typed value from what the user typed, read as a TOML value (``64``, ``0.5``, ``true``, ``[1, 2]``);
     anything else is kept as a string."""
@@ -258,6 +306,22 @@ EXPORT_OPTIONS: dict[str, tuple[str, ...]] = {
 # The file name ending each format needs (folders for the others).
 EXPORT_SUFFIX: dict[str, str] = {"glb": ".glb", "obj": ".obj", "ply": ".ply", "gltf-anim": ".glb", "3dgs-ply": ".ply",
                                  "mp4": ".mp4", "gif": ".gif", "contact-sheet": ".png"}
+
+
+def scene_title(scene, source: str | None) -> str:
+    """A short name for what the viewer shows: the scene folder's run name, the source text, or the kind."""
+    if scene is None:
+        return "no scene"
+    if source and _is_folder(source):
+        path = Path(source)
+        if path.parent.name == "scenes":  # a run's intermediate scene: <run>/scenes/step-00000070
+            return f"{path.parent.parent.name} · {path.name}"
+        return path.parent.name if path.name in ("result", "scene") else path.name
+    return source or scene.kind
+
+
+def _is_folder(path: str | None) -> bool:
+    return bool(path) and Path(path).is_dir()
 
 
 def _registry():
@@ -299,6 +363,12 @@ class StudioModel:
         self.scene_source: str | None = None
         #: The job whose scene updates go to the viewer (the last one started).
         self.followed: JobView | None = None
+        #: The camera preset chosen last (front, side, top, turntable, reset).
+        self.camera = "reset"
+        #: The open project's folder (None for an unsaved project) and the runs it holds beyond this session's.
+        self.project_folder: Path | None = None
+        self.project_runs: list[Path] = []
+        self.project_changed = Signal()  # ()
         self.time_changed = Signal()  # (t)
         self.scene_changed = Signal()  # (scene)
         self.jobs_changed = Signal()  # ()
@@ -455,7 +525,18 @@ class StudioModel:
         except ImportError:
             return []
         root = self.runs_root if self.runs_root is not None else getattr(self._runner, "runs_root", None)
-        return list(list_runs(root))
+        runs = list(list_runs(root))
+        listed = {Path(run.run_dir).resolve() for run in runs}
+        extra = [p for p in self.project_runs if p.resolve() not in listed and p.is_dir()]
+        if extra:
+            from pipelines.jobs import run_info
+
+            for run_dir in extra:
+                try:
+                    runs.append(run_info(run_dir))
+                except (OSError, ValueError):
+                    continue  # a run folder the project lists but that is gone or damaged
+        return runs
 
     def open_run(self, run) -> None:
         """Show a past run's final scene (or, while it has none, its newest scene update)."""
@@ -496,6 +577,8 @@ class StudioModel:
             self.timeline.time_range = tuple(float(v) for v in scene.time_range)
         if self.viewer is not None:
             self.viewer.show(scene, self.timeline.t)
+            if hasattr(self.viewer, "set_label"):  # viser's panel bar names the scene instead of "Connected"
+                self.viewer.set_label(scene_title(scene, source))
         self.scene_changed.emit(scene)
 
     def open_scene(self, directory: str | Path) -> None:
@@ -542,8 +625,93 @@ class StudioModel:
         self.time_changed.emit(self.timeline.t)
 
     def set_camera(self, preset: str) -> None:
+        """Move the viewer's camera to a preset; ``turntable`` orbits until another preset is chosen."""
         if self.viewer is not None:
-            self.viewer.set_camera(preset)
+            try:
+                self.viewer.set_camera(preset)
+            except ValueError as err:
+                raise StudioError(str(err)) from None
+        self.camera = preset
+
+    # ------------------------------------------------------------ projects
+    def project_runs_all(self) -> list[Path]:
+        """The run folders the project holds: those it was opened with and every job of this session."""
+        runs = list(self.project_runs)
+        for view in self.jobs:
+            run_dir = getattr(view.job, "run_dir", None)
+            if run_dir is not None and Path(run_dir) not in runs:
+                runs.append(Path(run_dir))
+        return runs
+
+    def project(self):
+        """The current state as a :class:`studio.project.Project`."""
+        from studio.project import Project, ViewSettings
+
+        timeline = self.timeline
+        view = ViewSettings(t=timeline.t, frames=timeline.frames, fps=timeline.fps, loop=timeline.loop,
+                            camera=self.camera, scene=self.scene_source if _is_folder(self.scene_source) else None)
+        form = CreateForm(pipeline=self.form.pipeline, prompt=self.form.prompt, preset=self.form.preset,
+                          seed=self.form.seed, inputs=dict(self.form.inputs), overrides=dict(self.form.overrides))
+        return Project(runs=self.project_runs_all(), form=form, view=view)
+
+    def save_project(self, folder: str | Path | None = None) -> Path:
+        """Save the project into ``folder`` (the open project's folder when None); the project folder."""
+        from studio.project import remember_project, save_project
+
+        folder = Path(folder) if folder is not None else self.project_folder
+        if folder is None:
+            raise StudioError("This project has no folder yet; use Save As to choose one.")
+        project = self.project()
+        written = save_project(project, folder)
+        self.form.inputs = dict(project.form.inputs)  # now the copies inside the project
+        self.project_folder = written.parent
+        self.project_runs = list(project.runs)
+        remember_project(self.project_folder)
+        self.project_changed.emit()
+        return self.project_folder
+
+    def open_project(self, folder: str | Path) -> list[str]:
+        """Open the project in ``folder``: its form, runs and view settings; sentences about parts that
+        could not be restored (a scene folder that was moved), empty when everything came back."""
+        from studio.project import read_project, remember_project
+
+        project = read_project(folder)  # StudioError in one sentence for a corrupt or foreign folder
+        notes = []
+        self.form = project.form
+        self.project_runs = list(project.runs)
+        self.project_folder = Path(folder).expanduser().resolve()
+        timeline = self.timeline
+        timeline.fps, timeline.loop, timeline.playing = project.view.fps, project.view.loop, False
+        timeline.frames = max(2, project.view.frames)
+        if project.view.scene:
+            try:
+                self.open_scene(project.view.scene)
+            except StudioError as err:
+                notes.append(str(err))
+        try:
+            self.set_camera(project.view.camera)
+        except StudioError as err:
+            notes.append(str(err))
+        timeline.set_time(project.view.t)
+        self._time_moved()
+        remember_project(self.project_folder)
+        self.project_changed.emit()
+        return notes
+
+    def new_project(self) -> None:
+        """Start an empty, unsaved project (running jobs keep running and stay listed)."""
+        self.form = CreateForm(pipeline=self.form.pipeline)
+        self.project_folder = None
+        self.project_runs = []
+        self.set_scene(None)
+        self.set_camera("reset")
+        self.project_changed.emit()
+
+    @staticmethod
+    def recent_projects() -> list[Path]:
+        from studio.project import recent_projects
+
+        return recent_projects()
 
     # ------------------------------------------------------------ export
     @staticmethod

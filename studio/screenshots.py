@@ -2,7 +2,7 @@
 
 Runs the real window offscreen (software WebGL), waits until the viewer's canvas has drawn the
 scene and stopped changing, and saves ``window.grab()`` PNGs: the result view, the camera presets,
-a scrubbed frame, a job running with its previews (when a pipeline is installed) and the export
+a scrubbed frame, the prompt check, a job running with its previews (when a pipeline is installed) and the export
 dialog (when the exporters are installed).
 """
 
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             pump(app, 0.5)
             save(f"camera-{preset}")
         model.set_camera("reset")
+        _prompt_check(app, model, window, save)
         _export_dialog(app, model, window, args.outdir, saved)  # on the example scene
         _running_job(app, model, window, save)  # last: the job's scene replaces the example
     finally:
@@ -123,6 +124,20 @@ def main(argv: list[str] | None = None) -> int:
         viewer.close()
     print(f"{len(saved)} screenshots in {args.outdir}")
     return 0
+
+
+def _prompt_check(app, model, window, save) -> None:
+    """The create panel's inline warning about words the bundled prior does not know."""
+    info = next((p for p in model.pipelines() if "prompt" in p.inputs), None)
+    if info is None:
+        print("no text-to-4D method installed: skipping the prompt-check screenshot", flush=True)
+        return
+    panel = window.create_panel
+    panel.method.setCurrentIndex(panel.method.findData(info.name))
+    panel.prompt.setPlainText("a red dragon bouncing")
+    pump(app, 0.3)
+    save("prompt-check")
+    panel.prompt.setPlainText("")
 
 
 def _running_job(app, model, window, save) -> None:

@@ -44,6 +44,18 @@ CAMERA_PRESETS: dict[str, CameraPreset] = {
 }
 
 
+#: The preset that orbits the camera around the object until another preset is chosen.
+TURNTABLE = "turntable"
+CAMERA_PRESET_NAMES = ("front", "side", "top", TURNTABLE, "reset")
+
+
+def turntable_pose(start: CameraPreset, elapsed_s: float, degrees_per_s: float) -> CameraPreset:
+    """Where the turntable camera is ``elapsed_s`` after it started from ``start``: the same elevation and
+    distance, the azimuth advanced (wrapped to [-180, 180))."""
+    azimuth = (start.azimuth + degrees_per_s * elapsed_s + 180.0) % 360.0 - 180.0
+    return CameraPreset(elevation=start.elevation, azimuth=azimuth, distance=start.distance)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -76,11 +88,12 @@ class Viewer:
         mesh_cache_size: how many per-frame meshes to keep.
         render_at_rest: render non-splat scenes at the client's camera once it has rested ``rest_delay_s``.
         rest_size: the longer side, in pixels, of that render.
+        turntable_degrees_per_s: how fast the ``turntable`` preset orbits.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, mesh_resolution: int = 96,
                  mesh_cache_size: int = 64, render_at_rest: bool = True, rest_delay_s: float = 0.5,
-                 rest_size: int = 320) -> None:
+                 rest_size: int = 320, turntable_degrees_per_s: float = 30.0) -> None:
         import viser
 
         self.host = host
@@ -90,6 +103,8 @@ class Viewer:
         self.server.scene.add_grid("/floor", width=2.0, height=2.0, cell_size=0.25, section_size=1.0,
                                    position=(0.0, 0.0, -1.0))
         self.server.gui.configure_theme(show_logo=False, show_share_button=False)
+        # viser 1.1.1 cannot hide the control panel's status bar; naming the scene there beats "Connected".
+        self.set_label("no scene")
         self.mesh_resolution = mesh_resolution
         self._mesh_cache: OrderedDict[tuple[int, float], object] = OrderedDict()
         self._mesh_cache_size = mesh_cache_size
@@ -102,6 +117,9 @@ class Viewer:
         #: The last error a scene raised while drawing (a sentence), or None.
         self.error: str | None = None
         self._pose = CAMERA_PRESETS["reset"]
+        self.turntable_degrees_per_s = turntable_degrees_per_s
+        self._turntable_stop: threading.Event | None = None
+        self._pose_lock = threading.Lock()  # a turntable step never overwrites a preset chosen meanwhile
         self._handle = None
         self.render_at_rest = render_at_rest
         self.rest_delay_s = rest_delay_s
@@ -164,19 +182,65 @@ class Viewer:
         """Fold viser's own control panel away (the desktop window has its own controls)."""
         self.server.gui.main_panel.minimize()
 
+    def set_label(self, text: str) -> None:
+        """The text on viser's control-panel bar (viser shows "Connected" there when it is empty)."""
+        self.server.gui.set_panel_label(text)
+
+    @property
+    def turntable_on(self) -> bool:
+        return self._turntable_stop is not None
+
+    @property
+    def pose(self) -> CameraPreset:
+        """The camera pose the viewer sets now (it moves while the turntable is on)."""
+        return self._pose
+
     def set_camera(self, preset: str) -> None:
-        """Move every connected client's camera (and new clients') to a named preset: front, side, top, reset."""
-        if preset not in CAMERA_PRESETS:
-            raise ValueError(f"Unknown camera preset '{preset}' (known: {', '.join(CAMERA_PRESETS)}).")
-        self._pose = CAMERA_PRESETS[preset]
-        position = self._preset_position(self._pose)
+        """Move every connected client's camera (and new clients') to a named preset: front, side, top,
+        reset, or turntable, which orbits from the current pose until another preset is chosen."""
+        if preset not in CAMERA_PRESET_NAMES:
+            raise ValueError(f"Unknown camera preset '{preset}' (known: {', '.join(CAMERA_PRESET_NAMES)}).")
+        with self._pose_lock:
+            if preset == TURNTABLE:
+                if not self.turntable_on:
+                    self._start_turntable()
+                return
+            self._stop_turntable()
+            self._set_pose(CAMERA_PRESETS[preset])
+
+    def _set_pose(self, pose: CameraPreset) -> None:
+        self._pose = pose
+        position = self._preset_position(pose)
         initial = self.server.initial_camera
         initial.position = position
         initial.look_at = (0.0, 0.0, 0.0)
         for client in self.server.get_clients().values():
             self._apply_pose(client, position)
 
+    def _start_turntable(self) -> None:
+        stop = self._turntable_stop = threading.Event()
+        start, started = self._pose, time.monotonic()
+        # Flat top views would spin in place; the turntable looks from a little above instead.
+        if abs(start.elevation) > 60.0:
+            start = CameraPreset(elevation=22.0, azimuth=start.azimuth, distance=start.distance)
+
+        def orbit() -> None:
+            while not stop.wait(1 / 30):
+                with self._pose_lock:
+                    if stop.is_set():
+                        return
+                    self._set_pose(turntable_pose(start, time.monotonic() - started, self.turntable_degrees_per_s))
+
+        threading.Thread(target=orbit, name="turntable", daemon=True).start()
+
+    def _stop_turntable(self) -> None:
+        if self._turntable_stop is not None:
+            self._turntable_stop.set()
+            self._turntable_stop = None
+
     def close(self) -> None:
+        with self._pose_lock:
+            self._stop_turntable()
         with self._wake:
             self._closed = True
             if self._rest_timer is not None:

@@ -46,6 +46,7 @@ from studio.model import (
     StudioModel,
     check_input,
     example_inputs,
+    prompt_warning,
 )
 
 
@@ -99,6 +100,12 @@ class CreatePanel(QWidget):
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("a red ball bouncing")
         self.prompt.setMaximumHeight(80)
+        # Inline and non-blocking: the prior ignores unknown words, generating still works.
+        self.prompt_warning = QLabel()
+        self.prompt_warning.setWordWrap(True)
+        self.prompt_warning.setStyleSheet("color: #a05a00")
+        self.prompt_warning.setVisible(False)
+        self.prompt.textChanged.connect(self._check_prompt)
         self.pickers = {kind: InputPicker(window, kind) for kind in INPUT_SUFFIXES}
         self.preset = QComboBox()
         self.seed = QSpinBox()
@@ -108,6 +115,7 @@ class CreatePanel(QWidget):
         self.generate.clicked.connect(self.window_.generate)
         form.addRow("Method", self.method)
         form.addRow("Prompt", self.prompt)
+        form.addRow("", self.prompt_warning)
         for kind, picker in self.pickers.items():
             form.addRow(kind.capitalize(), picker)
         form.addRow("Preset", self.preset)
@@ -149,6 +157,12 @@ class CreatePanel(QWidget):
         self.prompt.setEnabled("prompt" in inputs)
         for kind, picker in self.pickers.items():
             self.form.setRowVisible(picker, kind in inputs)
+        self._check_prompt()
+
+    def _check_prompt(self) -> None:
+        warning = prompt_warning(self.prompt.toPlainText()) if self.prompt.isEnabled() else None
+        self.prompt_warning.setText(warning or "")
+        self.form.setRowVisible(self.prompt_warning, warning is not None)
 
     def _fill_advanced(self, *_) -> None:
         """One line per config field; empty means the preset's value, shown as the placeholder."""
@@ -169,6 +183,21 @@ class CreatePanel(QWidget):
     def _show_advanced(self, on: bool) -> None:
         for row in range(self.advanced_form.rowCount()):
             self.advanced_form.setRowVisible(row, on)
+
+    def write_form(self) -> None:
+        """Show the model's form in the widgets (after a project opens)."""
+        form = self.model.form
+        index = self.method.findData(form.pipeline)
+        if index >= 0:
+            self.method.setCurrentIndex(index)
+        self.prompt.setPlainText(form.prompt)
+        if self.preset.findText(form.preset) >= 0:
+            self.preset.setCurrentText(form.preset)
+        self.seed.setValue(int(form.seed))
+        for kind, picker in self.pickers.items():
+            picker.show_path(form.inputs.get(kind, ""))
+        for key, edit in self.advanced_edits.items():
+            edit.setText(form.overrides.get(key, ""))
 
     def read_form(self) -> None:
         """Copy the widgets into the model's form."""
@@ -223,6 +252,17 @@ class InputPicker(QWidget):
         path = self.examples.itemData(index)
         if path:
             self.choose(path)
+
+    def show_path(self, path: str) -> None:
+        """Show ``path`` (already in the model's form) without an error dialog when it is gone."""
+        self.path.setText(path)
+        try:
+            thumbnail = check_input(self.kind, path) if path else None
+        except StudioError:
+            thumbnail = None
+        if thumbnail is not None:
+            self.thumbnail.setPixmap(to_pixmap(thumbnail, 120))
+        self.thumbnail.setVisible(thumbnail is not None)
 
     def choose(self, path: str) -> bool:
         """Use ``path`` after checking it reads; an error dialog (and no change) when it does not."""
@@ -595,6 +635,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Jobs"], self.docks["Library"])
         self.docks["Jobs"].raise_()
         self._make_toolbar()
+        self._make_menus()
 
         self.poll_timer = QTimer(self)
         self.poll_timer.setInterval(100)
@@ -604,6 +645,8 @@ class MainWindow(QMainWindow):
         self.play_timer.timeout.connect(model.tick)
         self.set_fps(model.timeline.fps)
         model.scene_changed.connect(self._scene_changed)
+        model.project_changed.connect(self._project_changed)
+        self._project_changed()
         self.statusBar().showMessage("Ready")
 
     def _make_view(self, url: str | None) -> QWidget:
@@ -639,12 +682,50 @@ class MainWindow(QMainWindow):
         self.export_action.triggered.connect(self.export)
         bar.addAction(self.export_action)
         bar.addSeparator()
-        for preset in ("front", "side", "top", "reset"):
-            action = QAction(preset.capitalize(), self)
-            action.setToolTip(f"Camera: {preset} view")
-            action.triggered.connect(lambda _=False, p=preset: self.model.set_camera(p))
+        self.camera_actions: dict[str, QAction] = {}
+        for preset in ("front", "side", "top", "turntable", "reset"):
+            action = self.camera_actions[preset] = QAction(preset.capitalize(), self)
+            action.setToolTip("Camera: orbit the object until another view is chosen" if preset == "turntable"
+                              else f"Camera: {preset} view")
+            action.setCheckable(preset == "turntable")
+            action.triggered.connect(lambda _=False, p=preset: self.set_camera(p))
             bar.addAction(action)
         self._update_export_action()
+
+    def _make_menus(self) -> None:
+        menu = self.menuBar().addMenu("&File")
+        self.file_actions: dict[str, QAction] = {}
+        for key, text, shortcut, slot in (
+                ("new", "&New project", "Ctrl+N", self.new_project),
+                ("open", "&Open project…", "Ctrl+O", self._open_project_dialog),
+                ("save", "&Save project", "Ctrl+S", self.save_project),
+                ("save_as", "Save project &as…", "Ctrl+Shift+S", self.save_project_as)):
+            action = self.file_actions[key] = QAction(text, self)
+            action.setShortcut(shortcut)
+            action.triggered.connect(lambda _=False, f=slot: f())
+            menu.addAction(action)
+        self.recent_menu = menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self._fill_recent_menu()
+        menu.addSeparator()
+        open_scene = menu.addAction("Open &scene…")
+        open_scene.triggered.connect(self._open_scene_dialog)
+        menu.addAction(self.export_action)
+        menu.addSeparator()
+        quit_action = menu.addAction("&Quit")
+        quit_action.setShortcut("Ctrl+Q")
+        quit_action.triggered.connect(self.close)
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = self.model.recent_projects()
+        for folder in recent:
+            action = self.recent_menu.addAction(folder.name)
+            action.setToolTip(str(folder))
+            action.setData(str(folder))
+            action.triggered.connect(lambda _=False, f=str(folder): self.open_project(f))
+        if not recent:
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
 
     def _update_export_action(self) -> None:
         available = self.model.export_available()
@@ -697,6 +778,75 @@ class MainWindow(QMainWindow):
             self.show_error(str(err))
             return False
         return True
+
+    # ------------------------------------------------------------ projects
+    def new_project(self) -> None:
+        self.model.new_project()
+        self.create_panel.write_form()
+
+    def open_project(self, folder: str) -> bool:
+        """Open a project folder; False (and an error dialog) when it is not a readable project."""
+        try:
+            notes = self.model.open_project(folder)
+        except StudioError as err:
+            self.show_error(str(err))
+            return False
+        self.create_panel.write_form()
+        if notes:
+            self.show_error(" ".join(notes))
+        else:
+            self.statusBar().showMessage(f"Opened project {self.model.project_folder}", 5000)
+        return True
+
+    def save_project(self) -> bool:
+        """Save into the open project's folder, or ask for one when the project is new."""
+        if self.model.project_folder is None:
+            return self.save_project_as()
+        return self._save_into(self.model.project_folder)
+
+    def save_project_as(self, folder: str | None = None) -> bool:
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Save the project into a folder")
+            if not folder:
+                return False
+        return self._save_into(folder)
+
+    def _save_into(self, folder) -> bool:
+        self.create_panel.read_form()
+        saved = self.guarded(self.model.save_project, folder)
+        if saved is None:
+            return False
+        self.create_panel.write_form()  # inputs now point at the project's copies
+        self.statusBar().showMessage(f"Saved project {saved}", 5000)
+        return True
+
+    def _open_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a project folder")
+        if folder:
+            self.open_project(folder)
+
+    def _project_changed(self) -> None:
+        folder = self.model.project_folder
+        self.setWindowTitle(f"{folder.name} — fourd studio" if folder is not None else "fourd studio")
+        timeline, bar = self.model.timeline, self.timeline_bar
+        for widget in (bar.loop, bar.fps, bar.slider):
+            widget.blockSignals(True)
+        bar.loop.setChecked(timeline.loop)
+        bar.fps.setValue(timeline.fps)
+        bar.slider.setRange(0, timeline.frames - 1)
+        for widget in (bar.loop, bar.fps, bar.slider):
+            widget.blockSignals(False)
+        self.set_fps(timeline.fps)
+        self.camera_actions["turntable"].setChecked(self.model.camera == "turntable")
+        bar.refresh()
+        self.library_panel.refresh()  # the project's runs join the library
+
+    def set_camera(self, preset: str) -> None:
+        """A camera preset; the turntable button toggles the orbit off again (back to the default view)."""
+        if preset == "turntable" and self.model.camera == "turntable":
+            preset = "reset"
+        self.guarded(self.model.set_camera, preset)
+        self.camera_actions["turntable"].setChecked(self.model.camera == "turntable")
 
     def _open_scene_dialog(self) -> None:
         directory = QFileDialog.getExistingDirectory(self, "Open a saved scene folder")

@@ -10,7 +10,7 @@ from renderers.cameras import orbit_cameras
 from renderers.mesh import TriangleMesh
 from renderers.scene import SplatScene
 from studio.demo_scene import BouncingBall
-from studio.viewer import CAMERA_PRESETS, Viewer, free_port, splat_arrays
+from studio.viewer import CAMERA_PRESETS, CameraPreset, Viewer, free_port, splat_arrays, turntable_pose
 
 
 class MeshOnlyScene:
@@ -102,6 +102,26 @@ def test_camera_presets_look_at_the_origin_from_where_they_say(viewer):
     assert viewer.server.initial_camera.position[1] == pytest.approx(-CAMERA_PRESETS["front"].distance, abs=1e-4)
     with pytest.raises(ValueError, match="Unknown camera preset"):
         viewer.set_camera("under")
+
+
+def test_turntable_orbits_until_another_preset_is_chosen(viewer):
+    import time
+
+    assert turntable_pose(CameraPreset(10.0, 170.0), 1.0, 30.0) == CameraPreset(10.0, -160.0)
+    viewer.set_camera("side")
+    viewer.set_camera("turntable")
+    assert viewer.turntable_on
+    azimuths = []
+    for _ in range(3):
+        time.sleep(0.15)
+        azimuths.append(viewer.pose.azimuth)
+    assert azimuths[0] > 0.0 and azimuths[0] < azimuths[1] < azimuths[2]  # side is azimuth 0; it keeps turning
+    position = viewer.server.initial_camera.position  # new clients join the orbit where it is now
+    assert np.hypot(position[0], position[1]) == pytest.approx(CAMERA_PRESETS["side"].distance, rel=1e-3)
+    viewer.set_camera("front")
+    assert not viewer.turntable_on
+    time.sleep(0.1)
+    assert viewer.pose == CAMERA_PRESETS["front"]
 
 
 def test_demo_ball_renders_where_its_splats_are():

@@ -230,3 +230,50 @@ def test_a_scene_without_splats_is_rendered_at_the_resting_camera(window, viewer
     window.model.set_scene(BouncingBall(count=100))  # splat scenes need no full render
     assert viewer.wait_idle()
     assert viewer.rest_render is None and viewer._handle.visible
+
+
+def test_the_prompt_box_warns_about_unknown_words_without_blocking(window):
+    panel = window.create_panel
+    panel.prompt.setPlainText("a red ball bouncing")
+    assert not panel.prompt_warning.isVisibleTo(window)
+    panel.prompt.setPlainText("a red dragon bouncing")
+    assert panel.prompt_warning.isVisibleTo(window) and "'dragon'" in panel.prompt_warning.text()
+    assert panel.generate.isEnabled()
+
+
+def test_projects_save_open_and_list_recent_from_the_file_menu(window, tmp_path, monkeypatch):
+    monkeypatch.setenv("FOURD_HOME", str(tmp_path / "home"))
+    panel, bar = window.create_panel, window.timeline_bar
+    panel.prompt.setPlainText("a green cube spinning")
+    panel.seed.setValue(11)
+    bar.fps.setValue(12)
+    bar.loop.setChecked(False)
+    bar.slider.setValue(20)
+    assert window.save_project_as(str(tmp_path / "spinning cube"))
+    assert window.windowTitle().startswith("spinning cube")
+
+    window.file_actions["new"].trigger()
+    assert panel.prompt.toPlainText() == "" and window.windowTitle() == "fourd studio"
+    window._fill_recent_menu()
+    recent = [a for a in window.recent_menu.actions() if a.data()]
+    assert [a.text() for a in recent] == ["spinning cube"]
+    recent[0].trigger()
+    assert panel.prompt.toPlainText() == "a green cube spinning" and panel.seed.value() == 11
+    assert bar.fps.value() == 12 and not bar.loop.isChecked() and bar.slider.value() == 20
+
+
+def test_a_folder_that_is_not_a_project_is_an_error_dialog(window, tmp_path, monkeypatch):
+    monkeypatch.setenv("FOURD_HOME", str(tmp_path / "home"))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "project.toml").write_text("[[[ broken")
+    assert window.open_project(str(tmp_path / "notes")) is False
+    assert window.error_box.isVisible() and window.errors[-1] == (
+        "The project file in 'notes' is damaged and cannot be read.")
+
+
+def test_the_turntable_button_orbits_and_toggles_off(window, viewer):
+    action = window.camera_actions["turntable"]
+    action.trigger()
+    assert action.isChecked() and viewer.turntable_on and window.model.camera == "turntable"
+    action.trigger()
+    assert not action.isChecked() and not viewer.turntable_on and window.model.camera == "reset"
