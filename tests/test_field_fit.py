@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from renderers.analytic_scene import analytic_batches, analytic_views, render_analytic
@@ -33,7 +34,18 @@ def held_out_psnr(scene: FieldScene, size: int, save_to: Path | None = None) -> 
     return float(np.mean(values))
 
 
-def test_fitting_the_analytic_scene_reaches_28_db_on_held_out_cameras_and_times(tmp_path):
+@pytest.fixture
+def one_thread():
+    # Two OpenMP threads on two cores slow this loop of small ops 10-30x whenever anything else runs on the
+    # machine (measured while helpers shared it); one thread keeps its cost predictable.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_fitting_the_analytic_scene_reaches_28_db_on_held_out_cameras_and_times(tmp_path, one_thread):
     scene = FieldScene.create("small", seed=0)
     losses = fit(scene, analytic_batches(1024, 32), TIMES, FitSettings(steps=300))
     assert np.mean(losses[-20:]) < 0.1 * np.mean(losses[:5])
