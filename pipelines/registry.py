@@ -21,6 +21,7 @@ from pipelines.config import Config
 _BUILTIN: dict[str, str] = {
     # pipeline name -> module that registers it (one line per pipeline)
     "toy-fit": "pipelines.toy",
+    "text-to-3d": "pipelines.autodecoder.pipeline",
 }
 
 _REGISTRY: dict[str, PipelineInfo] = {}

@@ -72,18 +72,19 @@ def test_tiny_autodecoder_overfits_three_world_objects(views, tmp_path):
     torch.manual_seed(0)
     data = ObjectViews.from_dataset(views, train_views=range(5))
     model = Autodecoder(AutodecoderConfig(num_objects=3))
-    before = render_objects(model, data)
+    before, _ = render_objects(model, data)
     losses = train_autodecoder(model, data, steps=150)
     assert sum(losses[-10:]) / 10 < 0.25 * sum(losses[:5]) / 5
     full = ObjectViews.from_dataset(views)
-    after = render_objects(model, full)
+    after, alpha = render_objects(model, full)
     assert psnr(after[:, :5], full.rgb[:, :5]) > psnr(before[:, :5], full.rgb[:, :5]) + 8
     assert psnr(after[:, 5:], full.rgb[:, 5:]) > 20  # a held-out view
     for i in range(3):  # every object is reconstructed, not just the average of the three
         target = full.rgb[i]
         assert psnr(after[i], target) > 20
-        fg = full.alpha[i, ..., 0] > 0.5  # the object is small: judge its pixels, not the empty background
-        assert (after[i][fg] - target[fg]).abs().mean() < 0.6 * target[fg].abs().mean()  # blank: 1.0
+        # the object is small, so PSNR is mostly background: judge its silhouette on every view too
+        fit, true = alpha[i] > 0.5, full.alpha[i] > 0.5
+        assert (fit & true).sum() / (fit | true).sum() > 0.6
 
 
 def test_training_resumes_from_checkpoint(views, tmp_path):
@@ -168,8 +169,10 @@ def test_end_to_end_train_normalise_sample_and_bundle_round_trip(views, tmp_path
     assert z.shape == (3, *model.latent_shape())
     assert float(z.median()) == pytest.approx(0.0, abs=1e-2)  # torch: lower median
     labels = torch.tensor([lab["shape"] for lab in data.labels])
-    edm = EDM(LatentUNet3d(DiffusionConfig(num_classes=7, steps=5), *model.latent_shape()[:2]))
-    losses = train_diffusion(edm, z, labels)
+    tokens = tokenize(data.captions, 64, 8)
+    edm = EDM(LatentUNet3d(DiffusionConfig(num_classes=7, vocab_size=64, context_dim=16, context_length=8, steps=5),
+                           *model.latent_shape()[:2]))
+    losses = train_diffusion(edm, z, labels, tokens)
     assert len(losses) == 5
     scenes = sample_scenes(model, edm, norm, labels=labels[:2], steps=3, generator=torch.Generator().manual_seed(1))
     assert len(scenes) == 2 and scenes[0].resolution == (16, 16, 16)
@@ -181,3 +184,24 @@ def test_end_to_end_train_normalise_sample_and_bundle_round_trip(views, tmp_path
     torch.testing.assert_close(again[1].grid, scenes[1].grid)
     scenes[0].save(tmp_path / "scene")
     assert VoxelScene.load(tmp_path / "scene").resolution == (16, 16, 16)
+
+    # the registered text-to-3d pipeline samples from the bundle through the job runner
+    from pipelines.autodecoder.pipeline import prompt_class
+    from pipelines.jobs import JobRunner, JobSpec
+    from renderers.scene import load_scene
+
+    assert prompt_class("a big red Cube, spinning") == 1 and prompt_class("a teapot") is None
+    with JobRunner(tmp_path / "runs", device="cpu") as runner:
+        job = runner.submit(JobSpec.create("text-to-3d", "preview", inputs={"prompt": "a red cube"},
+                                           overrides={"bundle": str(path), "steps": 3}))
+        assert job.wait(120) == "done"
+        result = load_scene(job.result_dir)
+    assert result.kind == "voxels" and result.resolution == (16, 16, 16)
+
+
+def test_text_to_3d_refuses_before_queueing_without_a_bundle(tmp_path):
+    from pipelines.jobs import JobRunner, JobSpec, PreflightError
+
+    with JobRunner(tmp_path / "runs", device="cpu") as runner, pytest.raises(PreflightError, match="no autodecoder"):
+        runner.submit(JobSpec.create("text-to-3d", "preview", inputs={"prompt": "a cube"},
+                                     overrides={"bundle": str(tmp_path / "missing.safetensors")}))

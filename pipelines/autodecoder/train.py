@@ -127,14 +127,15 @@ def config_to_plain(config) -> dict:
 
 
 @torch.no_grad()
-def render_objects(model: Autodecoder, data: ObjectViews, views: Sequence[int] | None = None) -> Tensor:
-    """Renders of every object at ``views`` (default all): premultiplied rgb ``[N, V, H, W, 3]``."""
+def render_objects(model: Autodecoder, data: ObjectViews, views: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+    """Renders of every object at ``views`` (default all): premultiplied rgb ``[N, V, H, W, 3]`` and alpha
+    ``[N, V, H, W, 1]``."""
     model.eval()
     device = next(model.parameters()).device
     views = list(range(data.views)) if views is None else list(views)
     grids = model(torch.arange(len(data), device=device))
-    return torch.stack([model.scene(grids[i]).render(data.cameras(i, views).to(device), 0.0).rgb.cpu()
-                        for i in range(len(data))])
+    outs = [model.scene(grids[i]).render(data.cameras(i, views).to(device), 0.0) for i in range(len(data))]
+    return torch.stack([o.rgb.cpu() for o in outs]), torch.stack([o.alpha.cpu() for o in outs])
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
