@@ -25,6 +25,7 @@ _BUILTIN: dict[str, str] = {
     "video-to-4d": "pipelines.diffusion2.pipeline",
     "text-to-4d-d2": "pipelines.diffusion2.pipeline",
     "text-to-4d": "pipelines.fourdfy.pipeline",
+    "text-to-3d": "pipelines.autodecoder.pipeline",
 }
 
 _REGISTRY: dict[str, PipelineInfo] = {}

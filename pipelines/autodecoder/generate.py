@@ -1,0 +1,119 @@
+"""Stage 2 and sampling: latents of the trained autodecoder, robust statistics, diffusion training, and
+sampling new objects as :class:`renderers.voxels.VoxelScene` (Fig. 1, right).
+
+    norm, z = training_latents(model)                          # normalised latents of every embedding
+    edm = EDM(LatentUNet3d(DiffusionConfig(num_classes=7), *model.latent_shape()[:2]))
+    train_diffusion(edm, z, labels=shape_labels)
+    scenes = sample_scenes(model, edm, norm, labels=torch.tensor([2]), generator=g)
+    save_bundle(path, model, norm, edm); model, norm, edm = load_bundle(path)
+
+A bundle is one safetensors file (weights of both networks and the normaliser's statistics) whose metadata
+holds both configs as JSON, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from pipelines.autodecoder.diffusion import EDM, DiffusionConfig, LatentUNet3d
+from pipelines.autodecoder.model import Autodecoder, AutodecoderConfig
+from pipelines.autodecoder.normalize import RobustNormalizer
+
+BUNDLE_FORMAT = "fourd-autodecoder-1"
+
+
+@torch.no_grad()
+def training_latents(model: Autodecoder, per_channel: bool = False) -> tuple[RobustNormalizer, Tensor]:
+    """G_1 latents of every training embedding at ``latent_level``, the normaliser fitted over all of them,
+    and the normalised latents ``[N, C, R, R, R]``."""
+    model.eval()
+    device = next(model.parameters()).device
+    latents = torch.cat([model.latent(ids) for ids in torch.arange(model.config.num_objects, device=device).split(16)])
+    norm = RobustNormalizer.fit(latents, per_channel=per_channel)
+    return norm, norm.normalize(latents)
+
+
+def train_diffusion(edm: EDM, latents: Tensor, labels: Tensor | None = None, tokens: Tensor | None = None, *,
+                    steps: int | None = None, seed: int = 0) -> list[float]:
+    """Adam with linear learning-rate decay (App. C.2) on the EDM loss over normalised ``latents``."""
+    cfg = edm.config
+    steps = cfg.steps if steps is None else steps
+    optimizer = torch.optim.Adam(edm.parameters(), lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / max(steps, 1))
+    g = torch.Generator().manual_seed(seed)
+    edm.train()
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(len(latents), (min(cfg.batch_size, len(latents)),), generator=g)
+        loss = edm.loss(latents[idx], None if labels is None else labels[idx],
+                        None if tokens is None else tokens[idx], generator=g)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    edm.eval()
+    return losses
+
+
+@torch.no_grad()
+def sample_scenes(model: Autodecoder, edm: EDM, norm: RobustNormalizer, count: int = 1, *,
+                  labels: Tensor | None = None, tokens: Tensor | None = None, guidance: float | None = None,
+                  steps: int | None = None, generator: torch.Generator | None = None) -> list:
+    """Sample normalised latents, de-normalise (F = F_hat s + m) and decode with G_2: ``count`` VoxelScenes
+    (``count`` is taken from ``labels`` / ``tokens`` when given)."""
+    model.eval()
+    if labels is not None:
+        count = len(labels)
+    elif tokens is not None:
+        count = len(tokens)
+    z = edm.sample((count, *model.latent_shape()), labels, tokens, guidance=guidance, steps=steps,
+                   generator=generator)
+    grids = model.decode_latent(norm.denormalize(z))
+    return [model.scene(g.detach()).detach() for g in grids]
+
+
+def save_bundle(path: str | Path, model: Autodecoder, norm: RobustNormalizer, edm: EDM | None = None) -> Path:
+    """Both networks, the normaliser and both configs in one safetensors file, written atomically."""
+    from safetensors.torch import save
+
+    from pipelines.atomic_files import write_atomic
+    from pipelines.config import config_to_dict
+
+    tensors = {f"autodecoder.{k}": v for k, v in model.state_dict().items()} | norm.state_dict()
+    meta = {"format": BUNDLE_FORMAT, "autodecoder": json.dumps(config_to_dict(model.config))}
+    if edm is not None:
+        tensors |= {f"diffusion.{k}": v for k, v in edm.net.state_dict().items()}
+        meta["diffusion"] = json.dumps(config_to_dict(edm.config))
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    return write_atomic(Path(path), save(tensors, metadata=meta))
+
+
+def load_bundle(path: str | Path, device: str = "cpu") -> tuple[Autodecoder, RobustNormalizer, EDM | None]:
+    from safetensors import SafetensorError, safe_open
+
+    from pipelines.config import config_from_dict
+
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"autodecoder bundle '{path}' cannot be read ({err}).") from None
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"'{path}' is not an autodecoder bundle.")
+    model = Autodecoder(config_from_dict(AutodecoderConfig, json.loads(meta["autodecoder"]))).to(device)
+    model.load_state_dict({k[len("autodecoder."):]: v for k, v in state.items() if k.startswith("autodecoder.")})
+    model.eval()
+    norm = RobustNormalizer.from_state_dict(state)
+    edm = None
+    if "diffusion" in meta:
+        c, r = model.latent_shape()[:2]
+        net = LatentUNet3d(config_from_dict(DiffusionConfig, json.loads(meta["diffusion"])), c, r).to(device)
+        net.load_state_dict({k[len("diffusion."):]: v for k, v in state.items() if k.startswith("diffusion.")})
+        edm = EDM(net).eval()
+    return model, norm, edm
