@@ -38,6 +38,7 @@ run: $(STAMP)
 	$(VENV)/bin/fourd-studio $(ARGS)
 
 test: $(STAMP) $(JS_STAMP)
+	$(PY) -m ruff check .
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) $(JS_STAMP)
