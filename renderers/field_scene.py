@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from renderers.field import Background, Field4D, FieldConfig
-from renderers.mesh import TriangleMesh
+from renderers.mesh import TriangleMesh, isosurface
 from renderers.scene import RenderOutput, read_manifest, register_scene_kind, write_manifest
 from renderers.volume import OccupancyGrid, RenderSettings, render_image
 
@@ -77,23 +77,17 @@ class FieldScene:
     def to_mesh(self, t: float, resolution: int = 128) -> TriangleMesh:
         """Marching cubes on density at ``isosurface_threshold``; vertex colours from albedo, normals pointing
         out. An empty field gives an empty mesh."""
-        from skimage.measure import marching_cubes
-
         if resolution < 2:
             raise ValueError(f"mesh resolution must be at least 2, got {resolution}")
         volume = self.density_volume(t, resolution)
-        level = self.isosurface_threshold
-        if not (volume.max() > level > volume.min()):
-            return TriangleMesh(np.zeros((0, 3)), np.zeros((0, 3)))
-        verts, faces, normals, _ = marching_cubes(volume, level=level, spacing=(2 / (resolution - 1),) * 3)
-        verts = verts - 1.0
-        # skimage's vertex normals (gradient 'descent', density high inside) already point out, but its
-        # triangles wind clockwise seen from outside: reverse them to the mesh's counter-clockwise rule.
-        faces = np.ascontiguousarray(faces[:, ::-1])
+        mesh = isosurface(volume, self.isosurface_threshold, -1.0, 2 / (resolution - 1))
+        if mesh.is_empty:
+            return mesh
         device = next(self.field.parameters()).device
-        points = torch.from_numpy(verts.astype(np.float32)).to(device)
+        points = torch.from_numpy(mesh.vertices).to(device)
         colors = torch.cat([self.field.albedo(p, self._check_time(t)) for p in points.split(1 << 16)])
-        return TriangleMesh(verts, faces, vertex_colors=colors.float().cpu().numpy(), normals=normals)
+        mesh.vertex_colors = colors.float().cpu().numpy()
+        return mesh
 
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from renderers.deformation import DeformationConfig, DeformationField, deform_gaussians, make_deformation
-from renderers.mesh import TriangleMesh
+from renderers.mesh import TriangleMesh, empty_mesh, isosurface
 from renderers.rasterize import render_gaussians
 from renderers.scene import RenderOutput, read_manifest, register_scene_kind, write_manifest
 from renderers.splats import GaussianSet
@@ -79,22 +79,18 @@ class DeformableGaussianScene:
         Gaussians at ``t``, sampled on a grid of ``resolution`` cells along the longest side of their
         bounding box; vertex colours are the opacity-weighted DC colours there. Empty when nothing
         reaches ``level``."""
-        from skimage.measure import marching_cubes
-
         g = self.gaussians_at(t).to("cpu")
-        empty = TriangleMesh(np.zeros((0, 3)), np.zeros((0, 3)))
         if len(g) == 0:
-            return empty
+            return empty_mesh()
         density, colors, origin, voxel = opacity_grid(g, resolution)
-        if density.max() <= level:
-            return empty
         d = np.pad(density.numpy(), 1)  # closed surfaces where the object touches the box
-        verts, faces, normals, _ = marching_cubes(d, level=level, spacing=(voxel,) * 3)
-        verts = verts - voxel + origin.numpy()
-        idx = np.clip(np.round((verts - origin.numpy()) / voxel).astype(np.int64), 0, np.array(density.shape) - 1)
-        vc = colors.numpy()[idx[:, 0], idx[:, 1], idx[:, 2]]
-        # scikit-image winds triangles towards higher values (inside); ours face outwards.
-        return TriangleMesh(verts, faces[:, ::-1], vertex_colors=np.clip(vc, 0, 1), normals=normals)
+        mesh = isosurface(d, level, origin.numpy() - voxel, voxel)
+        if mesh.is_empty:
+            return mesh
+        idx = np.round((mesh.vertices - origin.numpy()) / voxel).astype(np.int64)
+        idx = np.clip(idx, 0, np.array(density.shape) - 1)
+        mesh.vertex_colors = np.clip(colors.numpy()[idx[:, 0], idx[:, 1], idx[:, 2]], 0, 1)
+        return mesh
 
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:

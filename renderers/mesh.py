@@ -48,3 +48,35 @@ class TriangleMesh:
             colors = (np.clip(self.vertex_colors, 0, 1) * 255).round().astype(np.uint8)
         return trimesh.Trimesh(self.vertices, self.faces, vertex_colors=colors,
                                vertex_normals=self.normals, process=False)
+
+
+def empty_mesh() -> TriangleMesh:
+    return TriangleMesh(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+def isosurface(volume: np.ndarray, level: float, origin: float | np.ndarray, spacing: float, *,
+               inside: str = "above", order: str = "xyz") -> TriangleMesh:
+    """Marching cubes (scikit-image) of a sampled scalar field at ``level``, the one way scenes make meshes.
+
+    ``volume`` is indexed ``[x, y, z]`` (``order="xyz"``) or ``[z, y, x]`` (``order="zyx"``); sample ``i`` lies at
+    ``origin + i * spacing`` in world units. ``inside``: "above" when the object is where the field exceeds
+    ``level`` (densities, opacities), "below" for signed distances. Faces come out counter-clockwise seen from
+    outside and normals point out; no colours (the caller samples its own). Empty when ``level`` is not crossed.
+    """
+    from skimage.measure import marching_cubes
+
+    if inside not in ("above", "below") or order not in ("xyz", "zyx"):
+        raise ValueError(f"isosurface: inside must be 'above' or 'below' and order 'xyz' or 'zyx', got "
+                         f"{inside!r}, {order!r}")
+    if not (float(volume.min()) < level < float(volume.max())):
+        return empty_mesh()
+    verts, faces, normals, _ = marching_cubes(volume, level=level, spacing=(spacing,) * 3)
+    # scikit-image winds triangles clockwise seen from the low side and its normals follow the gradient
+    # descent (they point to the low side); reading the volume in mirrored (z, y, x) order flips both.
+    if order == "zyx":
+        verts, normals = verts[:, ::-1], normals[:, ::-1]
+    if (inside == "above") != (order == "zyx"):
+        faces = faces[:, ::-1]
+    if inside == "below":
+        normals = -normals
+    return TriangleMesh(verts + np.asarray(origin, dtype=np.float64), faces, normals=normals)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from renderers.cameras import Cameras
-from renderers.mesh import TriangleMesh
+from renderers.mesh import TriangleMesh, isosurface
 from renderers.scene import RenderOutput, read_manifest, register_scene_kind, write_manifest
 
 GRID_FILE = "grid.safetensors"
@@ -127,8 +127,6 @@ class VoxelScene:
     def to_mesh(self, t: float, resolution: int = 128, threshold: float | None = None) -> TriangleMesh:
         """Marching cubes of density at ``threshold`` (default ``mesh_threshold``), resampled to
         ``resolution``^3, with vertex colours from the colour grid. Empty when nothing crosses it."""
-        from skimage.measure import marching_cubes
-
         level = self.mesh_threshold if threshold is None else threshold
         axis = torch.linspace(-1, 1, resolution, device=self.grid.device)
         z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
@@ -136,16 +134,13 @@ class VoxelScene:
         grid = self.grid_at(t).float()
         sigma, _ = _sample(grid, points, self.density_scale)
         volume = sigma.reshape(resolution, resolution, resolution).cpu().numpy()
-        if not (volume.min() < level < volume.max()):
-            return TriangleMesh(torch.zeros(0, 3).numpy(), torch.zeros(0, 3, dtype=torch.int32).numpy())
-        verts, faces, normals, _ = marching_cubes(volume, level, spacing=(2 / (resolution - 1),) * 3)
-        # marching_cubes works in (z, y, x) index order; swapping to (x, y, z) mirrors space, which
-        # turns its winding (clockwise from outside for higher-inside volumes) counter-clockwise.
-        verts = verts[:, ::-1] - 1.0
-        normals = normals[:, ::-1]
-        _, colours = _sample(grid, torch.as_tensor(verts.copy(), dtype=grid.dtype, device=grid.device),
+        mesh = isosurface(volume, level, -1.0, 2 / (resolution - 1), order="zyx")
+        if mesh.is_empty:
+            return mesh
+        _, colours = _sample(grid, torch.as_tensor(mesh.vertices, dtype=grid.dtype, device=grid.device),
                              self.density_scale)
-        return TriangleMesh(verts, faces, colours.cpu().numpy(), normals)
+        mesh.vertex_colors = colours.float().cpu().numpy()
+        return mesh
 
     def save(self, directory: str | Path) -> Path:
         """Write ``scene.json`` and ``grid.safetensors`` into ``directory`` (each file atomically)."""

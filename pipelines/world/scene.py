@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from pipelines.world.grammar import WorldSpec, sample_spec
@@ -24,7 +23,7 @@ from pipelines.world.render import (
 )
 from pipelines.world.sdf import pose_at
 from renderers.cameras import Cameras
-from renderers.mesh import TriangleMesh
+from renderers.mesh import TriangleMesh, isosurface
 from renderers.scene import RenderOutput, read_manifest, register_scene_kind, write_manifest
 
 
@@ -57,20 +56,16 @@ class WorldScene:
 
     def to_mesh(self, t: float, resolution: int = 128) -> TriangleMesh:
         """Marching cubes on the exact SDF over [-1, 1]^3, coloured with the diffuse-lit surface colour."""
-        from skimage.measure import marching_cubes
-
         with one_thread(), torch.no_grad():
-            grid = sdf_grid(self.spec, t, resolution).numpy()
-            if grid.min() >= 0:
-                return TriangleMesh(np.zeros((0, 3)), np.zeros((0, 3)))
-            spacing = (2.0 / (resolution - 1),) * 3
-            verts, faces, _, _ = marching_cubes(grid, 0.0, spacing=spacing)
-            verts = verts - 1.0
+            mesh = isosurface(sdf_grid(self.spec, t, resolution).numpy(), 0.0, -1.0, 2.0 / (resolution - 1),
+                              inside="below")
+            if mesh.is_empty:
+                return mesh
             pose = pose_at(self.spec, torch.tensor([float(t)]))
-            points = torch.from_numpy(verts.astype(np.float32))
+            points = torch.from_numpy(mesh.vertices)
             nrm = normals(self.spec.shape, pose, points, None)
             colours = shade(self.spec, albedo_at(self.spec, pose, points, None), nrm, None)
-        return TriangleMesh(verts, faces.copy(), colours.numpy(), nrm.numpy())
+        return TriangleMesh(mesh.vertices, mesh.faces, colours.numpy(), nrm.numpy())
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
