@@ -1,6 +1,6 @@
 """Neural 4D field renderer: hash-grid throughput, a 4D-fy render step at paper settings, occupancy skipping.
 
-    python -m benchmarks.field [--quick] [--json PATH]
+    python -m benchmarks.field_render [--quick] [--json PATH]
 
 Figures (CPU, torch path): hash-grid million points/s (3-D and 4-D, forward and forward+backward), the time
 of one 64x64 render step of the paper-config 4D field (64 samples per ray, occupancy on, forward + backward +
@@ -117,7 +117,7 @@ def main() -> None:
     if device == "cuda":
         targets["cuda_speedup_x"] = (">", 10.0)
         targets["stage3_peak_memory_GB"] = ("<", 40.0)
-    report("field", figures, targets, args.json)
+    report("field_render", figures, targets, args.json)
 
 
 def gpu_figures(paper: Field4D, optimizer, occupancy, settings, repeats: int, quick: bool) -> dict[str, float]:

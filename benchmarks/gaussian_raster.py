@@ -104,7 +104,7 @@ def main() -> None:
         "torch_cpu_50k_256_peak_gb": ("<", 1.0),
         "gsplat_speedup_50k_512_forward_backward": (">", 50.0),
     }
-    report("gaussians", figures, targets, args.json)
+    report("gaussian_raster", figures, targets, args.json)
 
 
 if __name__ == "__main__":
