@@ -172,8 +172,9 @@ def test_end_to_end_train_normalise_sample_and_bundle_round_trip(views, tmp_path
     tokens = tokenize(data.captions, 64, 8)
     edm = EDM(LatentUNet3d(DiffusionConfig(num_classes=7, vocab_size=64, context_dim=16, context_length=8, steps=5),
                            *model.latent_shape()[:2]))
-    losses = train_diffusion(edm, z, labels, tokens)
-    assert len(losses) == 5
+    losses = []
+    assert train_diffusion(edm, z, labels, tokens, on_step=lambda step, parts: losses.append(parts["loss"])) == 5
+    assert len(losses) == 5 and all(math.isfinite(x) for x in losses)
     scenes = sample_scenes(model, edm, norm, labels=labels[:2], steps=3, generator=torch.Generator().manual_seed(1))
     assert len(scenes) == 2 and scenes[0].resolution == (16, 16, 16)
     path = save_bundle(tmp_path / "bundle.safetensors", model, norm, edm)
@@ -205,3 +206,35 @@ def test_text_to_3d_refuses_before_queueing_without_a_bundle(tmp_path):
     with JobRunner(tmp_path / "runs", device="cpu") as runner, pytest.raises(PreflightError, match="no autodecoder"):
         runner.submit(JobSpec.create("text-to-3d", "preview", inputs={"prompt": "a cube"},
                                      overrides={"bundle": str(tmp_path / "missing.safetensors")}))
+
+
+def test_train_commands_resume_and_write_a_bundle_text_to_3d_can_use(tmp_path, capsys):
+    import json
+
+    from pipelines.autodecoder.generate import load_bundle
+    from pipelines.cli import main
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    tiny = ["--set", "num_objects=3", "--set", "steps=8", "--set", "image_size=16", "--set", "samples_per_ray=12",
+            "--set", "max_channels=16", "--set", "checkpoint_every=4"]
+    assert main(["train", "autodecoder", "--out", str(run), "--cache-dir", str(cache), *tiny, "--stop-after", "4"]) == 0
+    assert json.loads((run / "autodecoder.json").read_text())["step"] == 4
+    assert main(["train", "autodecoder", "--out", str(run), "--cache-dir", str(cache)]) == 0  # resumes 4 -> 8
+    figures = json.loads((run / "autodecoder.json").read_text())
+    assert figures["step"] == 8 and math.isfinite(figures["held_out_view_psnr"])
+    assert "steps 4 -> 8" in capsys.readouterr().out
+
+    bundle = tmp_path / "exported.safetensors"
+    assert main(["train", "latent-diffusion", "--out", str(run), "--set", "steps=3", "--set", "channels=8",
+                 "--evaluate", "2", "--export", str(bundle)]) == 0
+    record = json.loads((run / "latent-diffusion.json").read_text())
+    assert record["step"] == 3 and 0 <= record["samples"]["shape_accuracy"] <= 1
+    model, norm, edm = load_bundle(bundle)
+    assert edm is not None and edm.config.num_classes == 7 and model.config.num_objects == 3
+
+
+def test_latent_diffusion_without_stage_one_is_one_sentence(tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["train", "latent-diffusion", "--out", str(tmp_path / "empty")]) == 2
+    assert "run `fourd train autodecoder" in capsys.readouterr().err

@@ -14,6 +14,7 @@ holds both configs as JSON, written atomically.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,26 +39,47 @@ def training_latents(model: Autodecoder, per_channel: bool = False) -> tuple[Rob
 
 
 def train_diffusion(edm: EDM, latents: Tensor, labels: Tensor | None = None, tokens: Tensor | None = None, *,
-                    steps: int | None = None, seed: int = 0) -> list[float]:
-    """Adam with linear learning-rate decay (App. C.2) on the EDM loss over normalised ``latents``."""
+                    steps: int | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                    checkpoint_every: int = 200, stop_after: int | None = None,
+                    on_step: Callable[[int, dict[str, float]], None] | None = None) -> int:
+    """Adam with linear learning-rate decay (App. C.2) on the EDM loss over normalised ``latents``; returns the
+    step reached. With ``checkpoint_dir`` it resumes from the newest checkpoint there and writes one every
+    ``checkpoint_every`` steps and at the end; step ``k`` draws from a generator seeded by ``(seed, k)``, so a
+    resumed run takes the steps an uninterrupted one would. ``stop_after`` ends this sitting early."""
+    from pipelines.checkpoints import latest_checkpoint, load_optimizer_state, optimizer_state, save_checkpoint
+
     cfg = edm.config
     steps = cfg.steps if steps is None else steps
     optimizer = torch.optim.Adam(edm.parameters(), lr=cfg.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / max(steps, 1))
-    g = torch.Generator().manual_seed(seed)
+    start = 0
+    if checkpoint_dir is not None and (ckpt := latest_checkpoint(checkpoint_dir)) is not None:
+        edm.net.load_state_dict({k[len("net."):]: v for k, v in ckpt.state.items() if k.startswith("net.")})
+        load_optimizer_state(optimizer, ckpt.state, ckpt.extra["optimizer"])
+        start = ckpt.step
+    end = steps if stop_after is None else min(steps, start + stop_after)
+
+    def save(step: int) -> None:
+        tensors, meta = optimizer_state(optimizer)
+        save_checkpoint(checkpoint_dir, {f"net.{k}": v for k, v in edm.net.state_dict().items()} | tensors, step,
+                        {"optimizer": meta})
+
     edm.train()
-    losses = []
-    for _ in range(steps):
+    for step in range(start, end):
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * (1 - step / max(steps, 1))
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         idx = torch.randint(len(latents), (min(cfg.batch_size, len(latents)),), generator=g)
         loss = edm.loss(latents[idx], None if labels is None else labels[idx],
                         None if tokens is None else tokens[idx], generator=g)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
+        if on_step is not None:
+            on_step(step + 1, {"loss": loss.item()})
+        if checkpoint_dir is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == end):
+            save(step + 1)
     edm.eval()
-    return losses
+    return end
 
 
 @torch.no_grad()

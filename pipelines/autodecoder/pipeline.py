@@ -17,6 +17,7 @@ from pipelines.config import Config
 from pipelines.registry import PipelineInfo, register_pipeline
 
 BUNDLE_NAME = "autodecoder/bundle.safetensors"
+BUNDLED = "text-to-3d-autodecoder.safetensors"  # under assets/checkpoints
 
 
 @dataclass(frozen=True)
@@ -35,16 +36,28 @@ class TextTo3DConfig(Config):
 
 
 def bundle_path(config: TextTo3DConfig) -> Path:
+    """``config.bundle``, else the installed bundle (``fourd train latent-diffusion --install``), else the one
+    shipped in ``assets`` (where the installed one is missing)."""
     from pipelines.paths import models_dir
 
-    return Path(config.bundle) if config.bundle else models_dir() / BUNDLE_NAME
+    if config.bundle:
+        return Path(config.bundle)
+    installed = models_dir() / BUNDLE_NAME
+    if not installed.is_file():
+        try:
+            from assets import asset_path
+
+            return asset_path("checkpoints", BUNDLED)
+        except FileNotFoundError:
+            pass
+    return installed
 
 
 def preflight(inputs: dict, config: TextTo3DConfig, priors: dict | None = None) -> None:
     path = bundle_path(config)
     if not path.is_file():
-        raise FileNotFoundError(f"no autodecoder bundle at '{path}': train one (pipelines.autodecoder) or set "
-                                "'bundle'.")
+        raise FileNotFoundError(f"no autodecoder bundle at '{path}': train one with `fourd train autodecoder` and "
+                                "`fourd train latent-diffusion --install`, or set 'bundle'.")
 
 
 def prompt_class(prompt: str) -> int | None:

@@ -31,9 +31,13 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``fourd train prior`` to the ``fourd`` sub-parser collection."""
-    train = subparsers.add_parser("train", help="train the bundled models (the in-house field prior)")
+    from pipelines.autodecoder import cli_train as autodecoder_cli
+
+    train = subparsers.add_parser("train", help="train the bundled models (in-house field prior, text-to-3d model)")
     models = train.add_subparsers(dest="train_command", metavar="MODEL", required=True)
-    return _configure(models.add_parser("prior", help="train the in-house field diffusion prior"))
+    parser = _configure(models.add_parser("prior", help="train the in-house field diffusion prior"))
+    autodecoder_cli.add_parsers(models)
+    return parser
 
 
 def _parse_value(text: str):
@@ -57,7 +61,11 @@ def _init_distributed() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a parsed ``train prior`` command; 0 on success, 2 on a config the user can fix."""
+    """Run a parsed ``train ...`` command; 0 on success, 2 on a config the user can fix."""
+    if getattr(args, "train_command", "prior") != "prior":
+        from pipelines.autodecoder import cli_train as autodecoder_cli
+
+        return autodecoder_cli.run(args)
     from pipelines.config import ConfigError, config_from_toml
     from pipelines.models.training import TrainPriorConfig, export_prior, train_prior
 

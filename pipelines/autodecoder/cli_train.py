@@ -1,0 +1,240 @@
+"""`fourd train autodecoder` and `fourd train latent-diffusion`: the two stages of the text-to-3D model.
+
+    fourd train autodecoder --out RUN [--preset preview] [--set num_objects=256] [--stop-after N]
+    fourd train latent-diffusion --out RUN [--set steps=4000] [--install] [--export BUNDLE]
+
+Stage 1 fits the autodecoder to multi-view renders of procedural-world objects (views 0-3 of each object;
+views 4 and 5 are held out and give the reconstruction PSNR). Stage 2 reads stage 1's newest checkpoint
+from the same run folder, fits the robust normaliser over every training latent and trains the EDM latent
+diffusion model, conditioned on the world's shape class and on the caption's words; it writes
+``RUN/bundle.safetensors`` (both networks + the normaliser), which ``--install`` copies to where
+``fourd generate text-to-3d`` looks, and ``--export`` anywhere (e.g. the bundled asset). Both stages resume
+from their newest checkpoint; figures go to ``RUN/autodecoder.json`` and ``RUN/latent-diffusion.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+TRAIN_VIEWS, HELD_OUT_VIEWS = (0, 1, 2, 3), (4, 5)
+# The diffusion stage's conditioning unless the user overrides it: shape classes and hashed caption words.
+DIFFUSION_DEFAULTS = {"num_classes": 7, "vocab_size": 512, "context_length": 12}
+
+
+def add_parsers(models) -> None:
+    """Add ``autodecoder`` and ``latent-diffusion`` under ``fourd train``."""
+    for name, help_text in (("autodecoder", "stage 1 of text-to-3d: the autodecoder, from multi-view renders"),
+                            ("latent-diffusion", "stage 2 of text-to-3d: latent 3D diffusion over stage 1's latents")):
+        p = models.add_parser(name, help=help_text)
+        p.add_argument("--out", type=Path, required=True, help="run folder shared by both stages")
+        p.add_argument("--preset", default="preview", help="preview (CPU, the bundled model) | standard | paper")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config field (repeatable)")
+        p.add_argument("--stop-after", type=int, default=None, help="end this sitting after N steps")
+        if name == "autodecoder":
+            p.add_argument("--cache-dir", type=Path, default=None, help="world render cache (default: data dir)")
+        else:
+            p.add_argument("--install", action="store_true", help="copy the bundle to where text-to-3d looks")
+            p.add_argument("--export", type=Path, default=None, help="also copy the bundle to this file")
+            p.add_argument("--evaluate", type=int, default=24, metavar="N",
+                           help="judge N samples of held-out test captions with the world classifier (0: skip)")
+
+
+def _overrides(items: list[str]) -> dict:
+    import tomllib
+
+    from pipelines.config import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _progress(stage: str, total: int, start: int):
+    from pipelines.events import EtaEstimator
+
+    eta = EtaEstimator(total)
+    eta.update(start)
+
+    def on_step(step: int, parts: dict[str, float]) -> None:
+        remaining = eta.update(step)
+        if step % 25 == 0 or step == total:
+            text = " ".join(f"{k} {v:.4f}" for k, v in parts.items())
+            left = f"{remaining / 60:.1f} min" if remaining is not None else "?"
+            print(f"{stage} step {step}/{total} {text} (ETA {left})", flush=True)
+    return on_step
+
+
+def train_autodecoder_stage(args) -> int:
+    import torch
+
+    from pipelines.autodecoder.model import Autodecoder, AutodecoderConfig
+    from pipelines.autodecoder.train import ObjectViews, render_objects, train_autodecoder
+    from pipelines.checkpoints import latest_checkpoint
+    from pipelines.config import config_from_dict
+    from pipelines.paths import data_dir
+    from pipelines.world.datasets import MultiViewDataset
+    from pipelines.world.metrics import psnr
+
+    run_dir = args.out
+    ckpt_dir = run_dir / "autodecoder"
+    previous = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
+    # a resumed run keeps its own config; --set on top of it may change e.g. the step count
+    base = (config_from_dict(AutodecoderConfig, previous.extra["config"]) if previous is not None
+            else AutodecoderConfig.preset(args.preset))
+    config = base.override(_overrides(args.set))
+    cache = args.cache_dir or data_dir() / "world-cache"
+    data = MultiViewDataset("train", config.num_objects, resolution=config.image_size,
+                            views=len(TRAIN_VIEWS) + len(HELD_OUT_VIEWS), cache_dir=cache)
+    t0 = time.perf_counter()
+    built = data.build()
+    if built:
+        print(f"rendered {built} world shards in {time.perf_counter() - t0:.0f} s", flush=True)
+    views = ObjectViews.from_dataset(data)
+    train = ObjectViews(views.rgb[:, list(TRAIN_VIEWS)], views.alpha[:, list(TRAIN_VIEWS)],
+                        views.c2w[:, list(TRAIN_VIEWS)], views.K[:, list(TRAIN_VIEWS)], views.captions, views.labels)
+    torch.manual_seed(0)
+    model = Autodecoder(config)
+    start = previous.step if previous is not None else 0
+    steps = config.steps if args.stop_after is None else min(config.steps, start + args.stop_after)
+    print(f"autodecoder: {config.num_objects} objects, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
+          f"parameters, steps {start} -> {steps} of {config.steps}", flush=True)
+    t0 = time.perf_counter()
+    train_autodecoder(model, train, steps=steps, checkpoint_dir=ckpt_dir,
+                      on_step=_progress("autodecoder", config.steps, start))
+    seconds = time.perf_counter() - t0
+    rgb, _ = render_objects(model, views, HELD_OUT_VIEWS)
+    truth = views.rgb[:, list(HELD_OUT_VIEWS)]
+    figures = {"step": steps, "of": config.steps, "objects": config.num_objects, "seconds_this_sitting": seconds,
+               "held_out_view_psnr": float(psnr(rgb.reshape(-1, *rgb.shape[2:]),
+                                                truth.reshape(-1, *truth.shape[2:])).mean()),
+               "config": _config_dict(config)}
+    _write_json(run_dir / "autodecoder.json", figures)
+    print(f"autodecoder at step {steps}: held-out view PSNR {figures['held_out_view_psnr']:.2f} dB "
+          f"({seconds / 60:.1f} min this sitting)", flush=True)
+    return 0
+
+
+def _config_dict(config) -> dict:
+    from pipelines.config import config_to_dict
+
+    return config_to_dict(config)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from pipelines.atomic_files import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(data, indent=1))
+
+
+def load_stage1(run_dir: Path):
+    """The autodecoder of ``run_dir``'s newest stage-1 checkpoint (eval mode) and its training views."""
+    from pipelines.autodecoder.model import Autodecoder, AutodecoderConfig
+    from pipelines.checkpoints import latest_checkpoint
+    from pipelines.config import config_from_dict
+
+    ckpt = latest_checkpoint(run_dir / "autodecoder") if (run_dir / "autodecoder").is_dir() else None
+    if ckpt is None:
+        raise FileNotFoundError(f"'{run_dir}' holds no autodecoder checkpoint: run `fourd train autodecoder --out "
+                                f"{run_dir}` first.")
+    model = Autodecoder(config_from_dict(AutodecoderConfig, ckpt.extra["config"]))
+    model.load_state_dict({k[len("model."):]: v for k, v in ckpt.state.items() if k.startswith("model.")})
+    return model.eval(), ckpt.step
+
+
+def train_diffusion_stage(args) -> int:
+    import torch
+
+    from pipelines.autodecoder.diffusion import EDM, DiffusionConfig, LatentUNet3d, tokenize
+    from pipelines.autodecoder.generate import save_bundle, train_diffusion, training_latents
+    from pipelines.world import grammar
+    from pipelines.world.datasets import split_seeds
+
+    run_dir = args.out
+    model, ad_step = load_stage1(run_dir)
+    config = DiffusionConfig.preset(args.preset).override({**DIFFUSION_DEFAULTS, **_overrides(args.set)})
+    seeds = split_seeds("train", model.config.num_objects)
+    specs = [grammar.sample_spec(s) for s in seeds]
+    captions = [s.caption() for s in specs]
+    labels = torch.tensor([s.labels()["shape"] for s in specs]) if config.num_classes else None
+    tokens = tokenize(captions, config.vocab_size, config.context_length) if config.vocab_size else None
+    norm, z = training_latents(model)
+    torch.manual_seed(0)
+    edm = EDM(LatentUNet3d(config, *model.latent_shape()[:2]))
+    print(f"latent diffusion: {len(z)} latents of shape {tuple(z.shape[1:])} (autodecoder step {ad_step}), "
+          f"{sum(p.numel() for p in edm.parameters()) / 1e6:.2f} M parameters", flush=True)
+    t0 = time.perf_counter()
+    done = train_diffusion(edm, z, labels, tokens, checkpoint_dir=run_dir / "latent-diffusion",
+                           stop_after=args.stop_after, on_step=_progress("latent diffusion", config.steps, 0))
+    seconds = time.perf_counter() - t0
+    bundle = save_bundle(run_dir / "bundle.safetensors", model, norm, edm)
+    figures = {"step": done, "of": config.steps, "seconds_this_sitting": seconds, "autodecoder_step": ad_step,
+               "bundle_mb": bundle.stat().st_size / 1e6}
+    if done >= config.steps and args.evaluate:
+        figures["samples"] = evaluate_samples(bundle, args.evaluate)
+    _write_json(run_dir / "latent-diffusion.json", figures)
+    print(json.dumps({k: v for k, v in figures.items()}, indent=1), flush=True)
+    for dest in ([_installed_bundle()] if args.install else []) + ([args.export] if args.export else []):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle, dest)
+        print(f"bundle -> {dest}", flush=True)
+    return 0
+
+
+def _installed_bundle() -> Path:
+    from pipelines.autodecoder.pipeline import BUNDLE_NAME
+    from pipelines.paths import models_dir
+
+    return models_dir() / BUNDLE_NAME
+
+
+def evaluate_samples(bundle: Path, count: int, steps: int = 18, seed: int = 0) -> dict:
+    """Shape and colour accuracy of samples for ``count`` test-split captions, by the world's classifier."""
+    import torch
+
+    from pipelines.autodecoder.diffusion import tokenize
+    from pipelines.autodecoder.generate import load_bundle, sample_scenes
+    from pipelines.world import grammar
+    from pipelines.world.classifier import load_classifier, prompt_accuracy
+    from pipelines.world.datasets import split_seeds
+
+    model, norm, edm = load_bundle(bundle)
+    classifier = load_classifier()
+    specs = [grammar.sample_spec(s) for s in split_seeds("test", count)]
+    prompts = [s.caption() for s in specs]
+    labels = torch.tensor([s.labels()["shape"] for s in specs]) if edm.config.num_classes else None
+    tokens = tokenize(prompts, edm.config.vocab_size, edm.config.context_length) if edm.config.vocab_size else None
+    scenes = sample_scenes(model, edm, norm, labels=labels, tokens=tokens, steps=steps,
+                           generator=torch.Generator().manual_seed(seed))
+    hits = {"shape": [], "colour": []}
+    for scene, prompt in zip(scenes, prompts):
+        result = prompt_accuracy(scene, prompt, classifier)
+        for name in hits:
+            if name in result["correct"]:
+                hits[name].append(result["correct"][name])
+    return {"prompts": count, **{f"{k}_accuracy": sum(v) / len(v) for k, v in hits.items() if v}}
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.config import ConfigError
+
+    try:
+        if args.train_command == "autodecoder":
+            return train_autodecoder_stage(args)
+        return train_diffusion_stage(args)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
