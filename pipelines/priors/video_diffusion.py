@@ -11,6 +11,7 @@ polar angle, azimuth) per frame, embedded with 256/512/512 sinusoidal channels (
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -187,14 +188,42 @@ def load_svd(folder: Path, device: str | torch.device = "cpu", dtype: torch.dtyp
                                 _scheduler(folder))
 
 
+def sv3d_unet_folder(folder: Path) -> Path:
+    """The diffusers ``unet/`` folder of an SV3D_p model folder, converting ``sv3d_p.safetensors`` the first time.
+
+    A folder with its own ``unet/config.json`` (diffusers layout) is used as it is. Otherwise the original
+    checkpoint is converted (:mod:`pipelines.priors.sgm_convert`) into ``folder/unet``, or, when the folder is
+    not ours to write (the Hugging Face cache, a read-only mount), into ``<data dir>/converted/sv3d-p/unet``;
+    a conversion is redone when the checkpoint's size or modification time changes.
+    """
+    from pipelines.paths import data_dir, hf_cache_dir
+    from pipelines.priors.sgm_convert import CHECKPOINT_NAME, SOURCE_RECORD, is_current, write_converted_unet
+
+    folder = Path(folder)
+    checkpoint = folder / CHECKPOINT_NAME
+    beside = folder / "unet"
+    if (beside / "config.json").is_file() and not ((beside / SOURCE_RECORD).is_file() and checkpoint.is_file()):
+        return beside  # a diffusers-layout folder, or a conversion whose checkpoint was deleted to save space
+    if not checkpoint.is_file():
+        raise ModelNotFound(f"{folder} holds neither SV3D_p's checkpoint {CHECKPOINT_NAME} nor a diffusers-layout "
+                            "unet/ folder; run `fourd models download sv3d-p` on a machine with network access.")
+    ours = os.access(folder, os.W_OK) and not folder.resolve().is_relative_to(hf_cache_dir().resolve())
+    target = beside if ours else data_dir() / "converted" / "sv3d-p" / "unet"
+    if not is_current(target, checkpoint):
+        write_converted_unet(checkpoint, target)
+    return target
+
+
 def load_sv3d(folder: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
               gradient_checkpointing: bool = False, **_) -> SV3D:
-    """SV3D_p from a diffusers-layout folder (``unet/``; VAE and CLIP image encoder here or from svd-xt)."""
+    """SV3D_p from its folder: the original ``sv3d_p.safetensors`` (converted once, see :func:`sv3d_unet_folder`)
+    or a diffusers-layout ``unet/``. The VAE and CLIP image encoder come from the folder's ``vae/`` and
+    ``image_encoder/`` when present, else from ``svd-xt`` (SV3D froze SVD's OpenCLIP ViT-H and SD VAE encoder).
+    """
     folder = Path(folder)
-    if not (folder / "unet" / "config.json").is_file():
-        raise ModelNotFound(f"{folder} holds no diffusers-layout SV3D UNet (unet/config.json); converting the "
-                            "original sgm checkpoint sv3d_p.safetensors is not implemented yet.")
-    unet = sv3d_unet_class().from_pretrained(folder / "unet", local_files_only=True, torch_dtype=dtype)
+    if folder.is_file():  # the checkpoint file itself was given
+        folder = folder.parent
+    unet = sv3d_unet_class().from_pretrained(sv3d_unet_folder(folder), local_files_only=True, torch_dtype=dtype)
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     parts = folder if (folder / "vae").is_dir() else installed_path("svd-xt")
