@@ -2,10 +2,13 @@
 
 Stability publishes SV3D only as ``sv3d_p.safetensors``: one state dict of the whole sgm ``DiffusionEngine``.
 Its UNet (``model.diffusion_model.*``) is sgm's ``VideoUNet``, the network diffusers ports as
-``UNetSpatioTemporalConditionModel``; the other parts are the frozen OpenCLIP image encoder
-(``conditioner.embedders.0``), the VAE encoder of the conditioning image (``conditioner.embedders.1``) and
-the VAE decoder (``first_stage_model.decoder``), which this module leaves alone (the adapter borrows the
-frozen CLIP encoder and VAE from ``svd-xt``).
+``UNetSpatioTemporalConditionModel``. The VAE is split in two: the conditioning image is encoded by an
+``AutoencoderKLModeOnly`` (``conditioner.embedders.1.encoder.{encoder,quant_conv}``) and latents are decoded
+by the ``first_stage_model`` ``AutoencodingEngine`` whose encoder is Identity (``first_stage_model.decoder``,
+no post-quant conv) -- SD's image VAE with a per-frame decoder, not SVD's temporal decoder. Both halves are
+standard ldm VAE layout and become one diffusers ``AutoencoderKL`` (``use_post_quant_conv=False``). The frozen
+OpenCLIP ViT-H image encoder (``conditioner.embedders.0.open_clip``) is not converted: it is the same frozen
+model as SVD-XT's ``image_encoder``, which the adapter borrows.
 
 How sgm names the UNet (``sgm/modules/diffusionmodules/video_model.py``, ``openaimodel.py``,
 ``video_attention.py``) and where diffusers keeps the same weight:
@@ -43,6 +46,9 @@ import torch
 from pipelines.priors.registry import ModelNotFound
 
 UNET_PREFIX = "model.diffusion_model."
+VAE_ENCODER_PREFIX = "conditioner.embedders.1.encoder."  # AutoencoderKLModeOnly of the conditioning frame
+VAE_DECODER_PREFIX = "first_stage_model."  # AutoencodingEngine: decoder.* only
+SCALE_FACTOR = 0.18215  # sv3d_p.yaml scale_factor
 CHECKPOINT_NAME = "sv3d_p.safetensors"
 SOURCE_RECORD = "converted_from.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -198,16 +204,7 @@ def convert_sv3d_unet(state_dict: dict[str, torch.Tensor], head_channels: int = 
             converted[name] = value
     with torch.device("meta"):
         expected = {k: v.shape for k, v in sv3d_unet_class().from_config(config).state_dict().items()}
-    missing = expected.keys() - converted.keys()
-    unplaced += [k for k in converted if k not in expected]
-    misshapen = [f"{k} {tuple(converted[k].shape)} vs {tuple(s)}" for k, s in expected.items()
-                 if k in converted and converted[k].shape != s]
-    if missing or unplaced or misshapen:
-        problems = [f"{what} {_few(keys)}" for what, keys in (("it lacks the diffusers weights", missing),
-                    ("it has weights with no place in the UNet:", unplaced), ("shapes differ for", misshapen))
-                    if keys]
-        raise BadCheckpoint(f"The checkpoint is not an SV3D_p UNet of the expected architecture: "
-                            f"{'; '.join(problems)}.")
+    _check(converted, expected, unplaced, "UNet")
     return converted, config
 
 
@@ -216,49 +213,126 @@ def _source_record(checkpoint: Path) -> dict:
     return {"checkpoint": checkpoint.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def is_current(unet_dir: Path, checkpoint: Path) -> bool:
-    """Whether ``unet_dir`` holds a conversion of this very ``checkpoint`` (same name, size and mtime)."""
-    record = unet_dir / SOURCE_RECORD
-    return (unet_dir / WEIGHTS_NAME).is_file() and record.is_file() and \
+def is_current(model_dir: Path, checkpoint: Path) -> bool:
+    """Whether ``model_dir`` holds a conversion of this very ``checkpoint`` (same name, size and mtime)."""
+    record = model_dir / SOURCE_RECORD
+    return (model_dir / WEIGHTS_NAME).is_file() and record.is_file() and \
         json.loads(record.read_text()) == _source_record(checkpoint)
 
 
-def write_converted_unet(checkpoint: Path, unet_dir: Path, head_channels: int = 64) -> Path:
-    """Convert ``checkpoint`` (sv3d_p.safetensors) into a diffusers ``unet_dir`` (config.json + safetensors).
+def ldm_vae_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The SV3D checkpoint's two VAE halves as one ldm-layout VAE state dict (encoder.*, quant_conv.*, decoder.*);
+    empty when the checkpoint carries no VAE (e.g. a UNet-only file)."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith(VAE_ENCODER_PREFIX + "encoder.") or key.startswith(VAE_ENCODER_PREFIX + "quant_conv."):
+            out[key[len(VAE_ENCODER_PREFIX):]] = value
+        elif key.startswith(VAE_DECODER_PREFIX + "decoder."):
+            out[key[len(VAE_DECODER_PREFIX):]] = value
+    return out
 
-    Only the UNet tensors are read, in the checkpoint's dtype; the folder is written under a temporary
-    name and renamed into place, so an interrupted conversion leaves nothing that looks finished.
+
+def sv3d_vae_config(ldm: dict[str, torch.Tensor], sample_size: int = 576) -> dict:
+    """diffusers AutoencoderKL config of an ldm-layout VAE state dict (sv3d_p.yaml: ch 128, ch_mult 1,2,4,4,
+    2 res blocks, z 4, no attention outside the mid block), without the post-quant conv SV3D's decoder lacks."""
+    try:
+        levels = 1 + max(int(k.split(".")[2]) for k in ldm if k.startswith("encoder.down."))
+        widths = [int(ldm[f"encoder.down.{i}.block.0.conv1.weight"].shape[0]) for i in range(levels)]
+        blocks = len({k.split(".")[4] for k in ldm if k.startswith("encoder.down.0.block.")})
+        latent = int(ldm["decoder.conv_in.weight"].shape[1])
+        in_channels = int(ldm["encoder.conv_in.weight"].shape[1])
+        out_channels = int(ldm["decoder.conv_out.weight"].shape[0])
+    except (KeyError, ValueError) as err:
+        raise BadCheckpoint(f"The checkpoint's VAE is incomplete (looked for {err}).") from err
+    return {"in_channels": in_channels, "out_channels": out_channels, "latent_channels": latent,
+            "down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels,
+            "block_out_channels": widths, "layers_per_block": blocks, "norm_num_groups": 32,
+            "sample_size": sample_size, "scaling_factor": SCALE_FACTOR, "use_quant_conv": True,
+            "use_post_quant_conv": False}
+
+
+def convert_sv3d_vae(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The SV3D checkpoint's VAE -> (diffusers AutoencoderKL state dict, config), or None if it has none.
+
+    The ldm -> diffusers renaming (``down.i.block.j`` -> ``down_blocks.i.resnets.j``, reversed ``up`` indices,
+    1x1-conv attention -> linear) is diffusers' own ``convert_ldm_vae_checkpoint``; the result is checked key by
+    key and shape by shape against the model as for the UNet.
     """
-    from safetensors import safe_open
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    ldm = ldm_vae_state(state_dict)
+    if not ldm:
+        return None
+    config = sv3d_vae_config(ldm)
+    converted = {k: v for k, v in convert_ldm_vae_checkpoint(ldm, config).items() if v is not None}
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in AutoencoderKL.from_config(config).state_dict().items()}
+    _check(converted, expected, [], "VAE")
+    return converted, config
+
+
+def _check(converted: dict, expected: dict, unplaced: list, what: str) -> None:
+    missing = expected.keys() - converted.keys()
+    unplaced = unplaced + [k for k in converted if k not in expected]
+    misshapen = [f"{k} {tuple(converted[k].shape)} vs {tuple(s)}" for k, s in expected.items()
+                 if k in converted and converted[k].shape != s]
+    if missing or unplaced or misshapen:
+        problems = [f"{kind} {_few(keys)}" for kind, keys in (("it lacks the diffusers weights", missing),
+                    ("it has weights with no place in the model:", unplaced), ("shapes differ for", misshapen))
+                    if keys]
+        raise BadCheckpoint(f"The checkpoint is not an SV3D_p {what} of the expected architecture: "
+                            f"{'; '.join(problems)}.")
+
+
+def _write_model(model_cls, config: dict, state: dict[str, torch.Tensor], checkpoint: Path, out_dir: Path) -> Path:
+    """config.json + weights + the source record into ``out_dir``, written under a temporary name and renamed,
+    so an interrupted conversion leaves nothing that looks finished."""
     from safetensors.torch import save_file
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with torch.device("meta"):
+        model_cls.from_config(config).save_config(tmp)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+    (tmp / SOURCE_RECORD).write_text(json.dumps(_source_record(checkpoint)))
+    if out_dir.exists():  # a stale conversion (or one finished meanwhile by another process)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        tmp.rename(out_dir)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not is_current(out_dir, checkpoint):
+            raise
+    return out_dir
+
+
+def write_converted(checkpoint: Path, root: Path, head_channels: int = 64) -> Path:
+    """Convert ``checkpoint`` (sv3d_p.safetensors) into diffusers folders ``root/unet`` and, when the checkpoint
+    carries its VAE, ``root/vae``. Reads only those tensors, in the checkpoint's dtype. Returns ``root``."""
+    from diffusers import AutoencoderKL
+    from safetensors import safe_open
 
     from pipelines.priors.video_diffusion import sv3d_unet_class
 
-    checkpoint, unet_dir = Path(checkpoint), Path(unet_dir)
-    log.info("Converting %s to a diffusers UNet in %s (once; the real checkpoint takes a minute or two)",
-             checkpoint, unet_dir)
+    checkpoint, root = Path(checkpoint), Path(root)
+    log.info("Converting %s to diffusers folders in %s (once; the real checkpoint takes a minute or two)",
+             checkpoint, root)
+    wanted = (UNET_PREFIX, VAE_ENCODER_PREFIX + "encoder.", VAE_ENCODER_PREFIX + "quant_conv.",
+              VAE_DECODER_PREFIX + "decoder.")
     try:
         with safe_open(str(checkpoint), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(UNET_PREFIX)}  # noqa: SIM118 (not iterable)
+            state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(wanted)}  # noqa: SIM118 (not iterable)
     except Exception as err:  # safetensors raises its own error types for truncated or foreign files
         raise BadCheckpoint(f"{checkpoint} cannot be read as a safetensors file ({err}); download it again with "
                             "`fourd models download sv3d-p`.") from err
-    converted, config = convert_sv3d_unet(state, head_channels)
+    unet, unet_config = convert_sv3d_unet(state, head_channels)
+    vae = convert_sv3d_vae(state)
     del state
-    unet_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = unet_dir.with_name(f".{unet_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with torch.device("meta"):
-        sv3d_unet_class().from_config(config).save_config(tmp)
-    save_file({k: v.contiguous() for k, v in converted.items()}, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-    (tmp / SOURCE_RECORD).write_text(json.dumps(_source_record(checkpoint)))
-    if unet_dir.exists():  # a stale conversion (or one finished meanwhile by another process)
-        shutil.rmtree(unet_dir, ignore_errors=True)
-    try:
-        tmp.rename(unet_dir)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not is_current(unet_dir, checkpoint):
-            raise
-    log.info("Converted SV3D_p UNet written to %s", unet_dir)
-    return unet_dir
+    if vae is not None:
+        _write_model(AutoencoderKL, vae[1], vae[0], checkpoint, root / "vae")
+    # The UNet goes last: a current unet/ tells a later load that the whole conversion finished.
+    _write_model(sv3d_unet_class(), unet_config, unet, checkpoint, root / "unet")
+    log.info("Converted SV3D_p written to %s", root)
+    return root
