@@ -17,10 +17,13 @@ from pipelines.priors.sgm_convert import (
     CHECKPOINT_NAME,
     SOURCE_RECORD,
     UNET_PREFIX,
+    VAE_DECODER_PREFIX,
+    VAE_ENCODER_PREFIX,
     WEIGHTS_NAME,
     BadCheckpoint,
     block_map,
     convert_sv3d_unet,
+    convert_sv3d_vae,
     diffusers_name,
     sv3d_unet_config,
 )
@@ -31,6 +34,8 @@ from pipelines.priors.video_diffusion import sv3d_unet_class
 # attention_resolutions [4, 2, 1] (levels 0-2), transformer_depth 1, context_dim 1024, adm_in_channels 1280.
 SV3D_P = {"model_channels": 320, "channel_mult": (1, 2, 4, 4), "num_res_blocks": 2,
           "attention": (True, True, True, False), "depth": 1, "context_dim": 1024, "adm_in_channels": 1280}
+SV3D_P_VAE = {"ch": 128, "ch_mult": (1, 2, 4, 4), "num_res_blocks": 2}  # sv3d_p.yaml ddconfig, z_channels 4
+TINY_VAE = {"ch": 32, "ch_mult": (1, 2, 2, 2), "num_res_blocks": 1}
 TINY = {"model_channels": 64, "channel_mult": (1, 2), "num_res_blocks": 1, "attention": (True, False), "depth": 1,
         "context_dim": 32, "adm_in_channels": 20}
 
@@ -128,13 +133,58 @@ def sgm_unet_keys(model_channels, channel_mult, num_res_blocks, attention, depth
     return keys
 
 
-def random_checkpoint(arch: dict, seed: int = 0, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """A whole-engine state dict in sgm layout: the UNet plus a few non-UNet parts the converter must skip."""
+def _vae_resnet(prefix: str, cin: int, cout: int) -> dict[str, tuple]:
+    keys = {f"{prefix}norm1.weight": (cin,), f"{prefix}norm1.bias": (cin,), f"{prefix}conv1.weight": (cout, cin, 3, 3),
+            f"{prefix}conv1.bias": (cout,), f"{prefix}norm2.weight": (cout,), f"{prefix}norm2.bias": (cout,),
+            f"{prefix}conv2.weight": (cout, cout, 3, 3), f"{prefix}conv2.bias": (cout,)}
+    if cin != cout:
+        keys |= {f"{prefix}nin_shortcut.weight": (cout, cin, 1, 1), f"{prefix}nin_shortcut.bias": (cout,)}
+    return keys
+
+
+def _vae_mid(prefix: str, c: int) -> dict[str, tuple]:
+    keys = _vae_resnet(prefix + "block_1.", c, c) | _vae_resnet(prefix + "block_2.", c, c)
+    keys |= {f"{prefix}attn_1.norm.weight": (c,), f"{prefix}attn_1.norm.bias": (c,)}
+    return keys | {f"{prefix}attn_1.{n}.{p}": (c, c, 1, 1) if p == "weight" else (c,)
+                   for n in ("q", "k", "v", "proj_out") for p in ("weight", "bias")}
+
+
+def sgm_vae_keys(ch, ch_mult, num_res_blocks, z=4) -> dict[str, tuple]:
+    """SV3D's VAE keys: sgm Encoder in conditioner.embedders.1 (with quant_conv), Decoder in first_stage_model
+    (sgm/modules/diffusionmodules/model.py; no attention outside the mid block, no post_quant_conv)."""
+    enc, dec = VAE_ENCODER_PREFIX + "encoder.", VAE_DECODER_PREFIX + "decoder."
+    keys = {f"{enc}conv_in.weight": (ch, 3, 3, 3), f"{enc}conv_in.bias": (ch,),
+            f"{VAE_ENCODER_PREFIX}quant_conv.weight": (2 * z, 2 * z, 1, 1),
+            f"{VAE_ENCODER_PREFIX}quant_conv.bias": (2 * z,)}
+    c = ch
+    for i, mult in enumerate(ch_mult):
+        for j in range(num_res_blocks):
+            keys |= _vae_resnet(f"{enc}down.{i}.block.{j}.", c, ch * mult)
+            c = ch * mult
+        if i != len(ch_mult) - 1:
+            keys |= {f"{enc}down.{i}.downsample.conv.weight": (c, c, 3, 3), f"{enc}down.{i}.downsample.conv.bias": (c,)}
+    keys |= _vae_mid(enc + "mid.", c) | {f"{enc}norm_out.weight": (c,), f"{enc}norm_out.bias": (c,),
+                                          f"{enc}conv_out.weight": (2 * z, c, 3, 3), f"{enc}conv_out.bias": (2 * z,)}
+    keys |= {f"{dec}conv_in.weight": (c, z, 3, 3), f"{dec}conv_in.bias": (c,)} | _vae_mid(dec + "mid.", c)
+    for i, mult in reversed(list(enumerate(ch_mult))):
+        for j in range(num_res_blocks + 1):
+            keys |= _vae_resnet(f"{dec}up.{i}.block.{j}.", c, ch * mult)
+            c = ch * mult
+        if i != 0:
+            keys |= {f"{dec}up.{i}.upsample.conv.weight": (c, c, 3, 3), f"{dec}up.{i}.upsample.conv.bias": (c,)}
+    return keys | {f"{dec}norm_out.weight": (c,), f"{dec}norm_out.bias": (c,), f"{dec}conv_out.weight": (3, c, 3, 3),
+                   f"{dec}conv_out.bias": (3,)}
+
+
+def random_checkpoint(arch: dict, seed: int = 0, device: str = "cpu", vae: dict | None = None,
+                      ) -> dict[str, torch.Tensor]:
+    """A whole-engine state dict in sgm layout: the UNet (and the VAE halves), plus parts the converter skips."""
     g = torch.Generator().manual_seed(seed)
-    state = {UNET_PREFIX + k: (torch.randn(s, generator=g) * 0.2 if device == "cpu" else torch.empty(s, device=device))
-             for k, s in sgm_unet_keys(**arch).items()}
-    return state | {"first_stage_model.decoder.conv_in.weight": torch.zeros(2, 4, 3, 3, device=device),
-                    "conditioner.embedders.0.open_clip.model.visual.proj": torch.zeros(2, 2, device=device),
+    keys = sgm_unet_keys(**arch) | (sgm_vae_keys(**vae) if vae else {})
+    state = {(k if k.startswith(("first_stage", "conditioner")) else UNET_PREFIX + k):
+             (torch.randn(s, generator=g) * 0.2 if device == "cpu" else torch.empty(s, device=device))
+             for k, s in keys.items()}
+    return state | {"conditioner.embedders.0.open_clip.model.visual.proj": torch.zeros(2, 2, device=device),
                     "denoiser.sigmas": torch.zeros(3, device=device)}
 
 
@@ -207,6 +257,40 @@ def test_converted_checkpoint_loads_strictly_and_every_tensor_lands_once():
     assert all(torch.equal(loaded[k], v) for k, v in converted.items())
 
 
+def test_vae_halves_convert_to_one_autoencoder_kl_with_the_right_names():
+    """Each sgm tensor carries its own index, so the literal names below check where each one lands."""
+    from diffusers import AutoencoderKL
+
+    keys = sgm_vae_keys(**TINY_VAE)
+    state = {k: torch.full(shape, float(i)) for i, (k, shape) in enumerate(keys.items())}
+    converted, config = convert_sv3d_vae(state)
+    vae = AutoencoderKL.from_config(config)
+    vae.load_state_dict(converted, strict=True)
+    assert not config["use_post_quant_conv"] and config["scaling_factor"] == 0.18215
+    index = {k: i for i, k in enumerate(keys)}
+    expected = {
+        "first_stage_model.decoder.up.3.block.0.conv1.weight": "decoder.up_blocks.0.resnets.0.conv1.weight",
+        "first_stage_model.decoder.up.1.upsample.conv.weight": "decoder.up_blocks.2.upsamplers.0.conv.weight",
+        "first_stage_model.decoder.up.0.block.1.norm2.bias": "decoder.up_blocks.3.resnets.1.norm2.bias",
+        "first_stage_model.decoder.mid.attn_1.q.weight": "decoder.mid_block.attentions.0.to_q.weight",
+        "first_stage_model.decoder.mid.attn_1.proj_out.bias": "decoder.mid_block.attentions.0.to_out.0.bias",
+        "first_stage_model.decoder.norm_out.weight": "decoder.conv_norm_out.weight",
+        "conditioner.embedders.1.encoder.encoder.down.0.downsample.conv.weight":
+            "encoder.down_blocks.0.downsamplers.0.conv.weight",
+        "conditioner.embedders.1.encoder.encoder.down.1.block.0.nin_shortcut.weight":
+            "encoder.down_blocks.1.resnets.0.conv_shortcut.weight",
+        "conditioner.embedders.1.encoder.encoder.mid.block_2.conv1.bias": "encoder.mid_block.resnets.1.conv1.bias",
+        "conditioner.embedders.1.encoder.quant_conv.weight": "quant_conv.weight",
+    }
+    for sgm_key, diffusers_key in expected.items():
+        assert converted[diffusers_key].flatten()[0].item() == index[sgm_key], sgm_key
+    assert converted["decoder.mid_block.attentions.0.to_q.weight"].ndim == 2  # 1x1 conv -> linear
+
+    full, full_config = convert_sv3d_vae(random_checkpoint(SV3D_P, device="meta", vae=SV3D_P_VAE))
+    assert full_config["block_out_channels"] == [128, 256, 512, 512] and full_config["layers_per_block"] == 2
+    assert len(full) == 246  # every key of the real sgm Encoder + quant_conv + Decoder placed
+
+
 def _to_sgm(diffusers_state: dict, arch: dict) -> dict:
     """diffusers keys -> sgm keys by inverting the converter's name map over the enumerated sgm key list."""
     keys = sgm_unet_keys(**arch)
@@ -234,7 +318,9 @@ def models_root(tmp_path_factory):
         for p in reference.parameters():  # zero-initialised output convs and mix factors would hide mistakes
             p.normal_(0, 0.2)
     (root / "sv3d-p").mkdir()
-    checkpoint = _to_sgm(reference.state_dict(), TINY) | {"first_stage_model.decoder.conv_in.weight": torch.ones(1)}
+    g = torch.Generator().manual_seed(8)
+    vae = {k: torch.randn(shape, generator=g) * 0.1 for k, shape in sgm_vae_keys(**TINY_VAE).items()}
+    checkpoint = _to_sgm(reference.state_dict(), TINY) | vae | {"denoiser.sigmas": torch.ones(3)}
     save_file(checkpoint, root / "sv3d-p" / CHECKPOINT_NAME)
     torch.save(reference.state_dict(), root / "reference.pt")
     return root
@@ -245,6 +331,7 @@ def test_load_prior_converts_once_and_matches_the_source_model(models_root, monk
     model = load_prior("sv3d-p")
     unet_dir = models_root / "sv3d-p" / "unet"
     assert json.loads((unet_dir / SOURCE_RECORD).read_text())["checkpoint"] == CHECKPOINT_NAME
+    assert type(model.vae).__name__ == "AutoencoderKL"  # the checkpoint's own image VAE, not svd-xt's
     assert not any(p.name.startswith(".unet.tmp") for p in unet_dir.parent.iterdir())
 
     reference = sv3d_unet_class().from_pretrained(unet_dir)
@@ -257,12 +344,14 @@ def test_load_prior_converts_once_and_matches_the_source_model(models_root, monk
         torch.testing.assert_close(model.unet(*args).sample, expected, rtol=0, atol=1e-5)
 
     # One denoising step through the adapter, as a pipeline calls it.
-    cond = model.encode_image_condition(torch.rand(1, 3, 32, 32), noise_aug=1e-5)
+    cond = model.encode_image_condition(torch.rand(1, 3, 128, 128), noise_aug=1e-5)  # VAE: 8x down
     cond.elevations = torch.full((1, 5), 0.2)
     cond.azimuths = torch.linspace(0, 2 * torch.pi, 6)[None, 1:]
     noisy = torch.randn(1, 5, 1, 4, 16, 16, generator=torch.Generator().manual_seed(3)) * 5.0
     pred = model.predict(noisy, torch.tensor([5.0]), cond)
     assert pred.x0.shape == noisy.shape and torch.isfinite(pred.x0).all()
+    frames = model.decode_latents(pred.x0.flatten(0, 2))
+    assert frames.shape == (5, 3, 128, 128) and torch.isfinite(frames).all()
 
     stamp = (unet_dir / WEIGHTS_NAME).stat().st_mtime_ns
     load_prior("sv3d-p")  # cached: no second conversion
@@ -275,15 +364,16 @@ def test_load_prior_converts_once_and_matches_the_source_model(models_root, monk
 
 def test_checkpoint_in_the_hf_cache_converts_into_the_data_dir(models_root, tmp_path, monkeypatch):
     from pipelines.paths import data_dir
-    from pipelines.priors.video_diffusion import sv3d_unet_folder
+    from pipelines.priors.video_diffusion import sv3d_model_root
 
     snapshot = tmp_path / "hub" / "models--stabilityai--sv3d" / "snapshots" / "abc"
     snapshot.mkdir(parents=True)
     (snapshot / CHECKPOINT_NAME).symlink_to(models_root / "sv3d-p" / CHECKPOINT_NAME)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    unet_dir = sv3d_unet_folder(snapshot)
-    assert unet_dir == data_dir() / "converted" / "sv3d-p" / "unet"
-    assert (unet_dir / WEIGHTS_NAME).is_file() and not (snapshot / "unet").exists()
+    root = sv3d_model_root(snapshot)
+    assert root == data_dir() / "converted" / "sv3d-p"
+    assert (root / "unet" / WEIGHTS_NAME).is_file() and (root / "vae" / WEIGHTS_NAME).is_file()
+    assert not (snapshot / "unet").exists()
 
 
 def test_a_checkpoint_with_missing_or_foreign_keys_names_them(tmp_path):
