@@ -1,4 +1,4 @@
-"""SV3D_p's original checkpoint (Stability's generative-models, "sgm" layout) -> a diffusers UNet folder.
+"""SV3D_p's original checkpoint (Stability's generative-models, "sgm" layout) -> diffusers UNet and VAE folders.
 
 Stability publishes SV3D only as ``sv3d_p.safetensors``: one state dict of the whole sgm ``DiffusionEngine``.
 Its UNet (``model.diffusion_model.*``) is sgm's ``VideoUNet``, the network diffusers ports as
@@ -332,6 +332,8 @@ def write_converted(checkpoint: Path, root: Path, head_channels: int = 64) -> Pa
     del state
     if vae is not None:
         _write_model(AutoencoderKL, vae[1], vae[0], checkpoint, root / "vae")
+    elif (root / "vae" / SOURCE_RECORD).is_file():  # converted from an earlier checkpoint that had a VAE
+        shutil.rmtree(root / "vae")
     # The UNet goes last: a current unet/ tells a later load that the whole conversion finished.
     _write_model(sv3d_unet_class(), unet_config, unet, checkpoint, root / "unet")
     log.info("Converted SV3D_p written to %s", root)
