@@ -286,6 +286,9 @@ def test_vae_halves_convert_to_one_autoencoder_kl_with_the_right_names():
         assert converted[diffusers_key].flatten()[0].item() == index[sgm_key], sgm_key
     assert converted["decoder.mid_block.attentions.0.to_q.weight"].ndim == 2  # 1x1 conv -> linear
 
+    decoder_only = {k: v for k, v in state.items() if k.startswith(VAE_DECODER_PREFIX)}
+    assert convert_sv3d_vae(decoder_only) is None  # the loader then borrows svd-xt's VAE
+
     full, full_config = convert_sv3d_vae(random_checkpoint(SV3D_P, device="meta", vae=SV3D_P_VAE))
     assert full_config["block_out_channels"] == [128, 256, 512, 512] and full_config["layers_per_block"] == 2
     assert len(full) == 246  # every key of the real sgm Encoder + quant_conv + Decoder placed
@@ -374,6 +377,17 @@ def test_checkpoint_in_the_hf_cache_converts_into_the_data_dir(models_root, tmp_
     assert root == data_dir() / "converted" / "sv3d-p"
     assert (root / "unet" / WEIGHTS_NAME).is_file() and (root / "vae" / WEIGHTS_NAME).is_file()
     assert not (snapshot / "unet").exists()
+
+
+def test_a_unet_only_checkpoint_given_by_path_borrows_svd_xt_vae(models_root, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("FOURD_MODELS_DIR", str(models_root))
+    full = load_file(models_root / "sv3d-p" / CHECKPOINT_NAME)
+    save_file({k: v for k, v in full.items() if k.startswith(UNET_PREFIX)}, tmp_path / CHECKPOINT_NAME)
+    model = load_prior("sv3d-p", tmp_path / CHECKPOINT_NAME)
+    assert type(model.vae).__name__ == "AutoencoderKLTemporalDecoder" and not (tmp_path / "vae").exists()
+    assert (tmp_path / "unet" / WEIGHTS_NAME).is_file()
 
 
 def test_a_checkpoint_with_missing_or_foreign_keys_names_them(tmp_path):

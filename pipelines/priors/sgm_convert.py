@@ -252,7 +252,7 @@ def sv3d_vae_config(ldm: dict[str, torch.Tensor], sample_size: int = 576) -> dic
 
 
 def convert_sv3d_vae(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """The SV3D checkpoint's VAE -> (diffusers AutoencoderKL state dict, config), or None if it has none.
+    """The SV3D checkpoint's VAE -> (diffusers AutoencoderKL state dict, config), or None if it lacks a half.
 
     The ldm -> diffusers renaming (``down.i.block.j`` -> ``down_blocks.i.resnets.j``, reversed ``up`` indices,
     1x1-conv attention -> linear) is diffusers' own ``convert_ldm_vae_checkpoint``; the result is checked key by
@@ -262,7 +262,10 @@ def convert_sv3d_vae(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, tor
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
     ldm = ldm_vae_state(state_dict)
-    if not ldm:
+    halves = {k.split(".")[0] for k in ldm}
+    if not {"encoder", "decoder"} <= halves:
+        if ldm:  # a pruned file: better svd-xt's VAE than half of this one
+            log.warning("The SV3D checkpoint holds only the VAE's %s; using svd-xt's VAE instead", ", ".join(halves))
         return None
     config = sv3d_vae_config(ldm)
     converted = {k: v for k, v in convert_ldm_vae_checkpoint(ldm, config).items() if v is not None}
