@@ -10,7 +10,9 @@ polar angle, azimuth) per frame, embedded with 256/512/512 sinusoidal channels (
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -81,8 +83,10 @@ class StableVideoDiffusion(Denoiser):
         return vae_encode(self.vae, images, chunk)
 
     def decode_latents(self, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-        """Latents [N, 4, h, w] of consecutive frames -> images; the temporal decoder mixes frames in a chunk."""
-        return vae_decode(self.vae, latents, chunk, num_frames="chunk")
+        """Latents [N, 4, h, w] of consecutive frames -> images; a temporal decoder mixes the frames of a chunk,
+        an image VAE (SV3D's own) decodes each alone."""
+        temporal = "num_frames" in inspect.signature(self.vae.decode).parameters
+        return vae_decode(self.vae, latents, chunk, **({"num_frames": "chunk"} if temporal else {}))
 
 
 def sv3d_unet_class():
@@ -154,18 +158,28 @@ class SV3D(StableVideoDiffusion):
         return out.reshape(b, f, v, *x_t.shape[3:]).transpose(1, 2)
 
 
-def _image_parts(folder: Path, device, dtype):
+def _image_encoder(folder: Path, device, dtype):
+    """CLIP image encoder of ``folder/image_encoder`` with its preprocessing: (encoder, mean, std, size)."""
     from transformers import CLIPVisionModelWithProjection
-
-    from pipelines.priors.stable_diffusion import load_vae
 
     encoder = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", local_files_only=True,
                                                             dtype=dtype).to(device).eval().requires_grad_(False)
     pre = json.loads((folder / "feature_extractor" / "preprocessor_config.json").read_text())
     crop = pre.get("crop_size", 224)
     size = crop["height"] if isinstance(crop, dict) else int(crop)
-    vae = load_vae(folder, device, dtype, "AutoencoderKLTemporalDecoder")
-    return vae, encoder, pre["image_mean"], pre["image_std"], size
+    return encoder, pre["image_mean"], pre["image_std"], size
+
+
+def _vae(folder: Path, device, dtype):
+    """``folder/vae``: SVD's temporal-decoder VAE, or the image VAE converted from SV3D's checkpoint."""
+    from pipelines.priors.stable_diffusion import load_vae
+
+    config = json.loads((folder / "vae" / "config.json").read_text())
+    return load_vae(folder, device, dtype, config.get("_class_name", "AutoencoderKLTemporalDecoder"))
+
+
+def _image_parts(folder: Path, device, dtype):
+    return (_vae(folder, device, dtype), *_image_encoder(folder, device, dtype))
 
 
 def _scheduler(folder: Path) -> dict:
@@ -187,19 +201,56 @@ def load_svd(folder: Path, device: str | torch.device = "cpu", dtype: torch.dtyp
                                 _scheduler(folder))
 
 
+def sv3d_model_root(folder: Path) -> Path:
+    """The folder holding SV3D_p's diffusers ``unet/`` (and ``vae/``), converting ``sv3d_p.safetensors`` once.
+
+    A folder with its own ``unet/config.json`` (diffusers layout) is used as it is. Otherwise the original
+    checkpoint is converted (:mod:`pipelines.priors.sgm_convert`) into ``folder/unet`` and ``folder/vae``, or,
+    when the folder is not ours to write (the Hugging Face cache), into ``<data dir>/converted/sv3d-p``;
+    the conversion is redone when the checkpoint's size or modification time changes.
+    """
+    from pipelines.paths import data_dir, hf_cache_dir
+    from pipelines.priors.sgm_convert import CHECKPOINT_NAME, SOURCE_RECORD, is_current, write_converted
+
+    folder = Path(folder)
+    checkpoint = folder / CHECKPOINT_NAME
+    unet = folder / "unet"
+    if (unet / "config.json").is_file() and not ((unet / SOURCE_RECORD).is_file() and checkpoint.is_file()):
+        return folder  # a diffusers-layout folder, or a conversion whose checkpoint was deleted to save space
+    if not checkpoint.is_file():
+        raise ModelNotFound(f"{folder} holds neither SV3D_p's checkpoint {CHECKPOINT_NAME} nor a diffusers-layout "
+                            "unet/ folder; run `fourd models download sv3d-p` on a machine with network access.")
+    ours = os.access(folder, os.W_OK) and not folder.resolve().is_relative_to(hf_cache_dir().resolve())
+    root = folder if ours else data_dir() / "converted" / "sv3d-p"
+    if not is_current(root / "unet", checkpoint):
+        write_converted(checkpoint, root)
+    return root
+
+
 def load_sv3d(folder: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
               gradient_checkpointing: bool = False, **_) -> SV3D:
-    """SV3D_p from a diffusers-layout folder (``unet/``; VAE and CLIP image encoder here or from svd-xt)."""
+    """SV3D_p from its folder: the original ``sv3d_p.safetensors`` (converted once, see :func:`sv3d_model_root`)
+    or a diffusers-layout ``unet/``. The VAE is the checkpoint's own (SD's image VAE, decoding frame by frame)
+    or a ``vae/`` in the folder, else svd-xt's; the CLIP image encoder is the folder's ``image_encoder/`` or
+    svd-xt's (SV3D kept SVD's OpenCLIP ViT-H frozen, so they are the same weights).
+    """
     folder = Path(folder)
-    if not (folder / "unet" / "config.json").is_file():
-        raise ModelNotFound(f"{folder} holds no diffusers-layout SV3D UNet (unet/config.json); converting the "
-                            "original sgm checkpoint sv3d_p.safetensors is not implemented yet.")
-    unet = sv3d_unet_class().from_pretrained(folder / "unet", local_files_only=True, torch_dtype=dtype)
+    if folder.is_file():  # the checkpoint file itself was given
+        folder = folder.parent
+    root = sv3d_model_root(folder)
+    unet = sv3d_unet_class().from_pretrained(root / "unet", local_files_only=True, torch_dtype=dtype)
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    parts = folder if (folder / "vae").is_dir() else installed_path("svd-xt")
-    if parts is None:
-        raise ModelNotFound("SV3D borrows its VAE and image encoder from 'svd-xt', which is not installed; run "
-                            "`fourd models download svd-xt` on a machine with network access.")
-    vae, encoder, mean, std, size = _image_parts(Path(parts), device, dtype)
+
+    def home(part: str) -> Path:
+        for place in (root, folder):
+            if (place / part).is_dir():
+                return place
+        svd = installed_path("svd-xt")
+        if svd is None:
+            raise ModelNotFound(f"SV3D borrows its {part.replace('_', ' ')} from 'svd-xt', which is not installed; "
+                                "run `fourd models download svd-xt` on a machine with network access.")
+        return Path(svd)
+    vae = _vae(home("vae"), device, dtype)
+    encoder, mean, std, size = _image_encoder(home("image_encoder"), device, dtype)
     return SV3D(unet.to(device).eval().requires_grad_(False), vae, encoder, mean, std, size, _scheduler(folder))
