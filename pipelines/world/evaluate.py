@@ -243,7 +243,7 @@ def evaluate_suite(suite: Suite, pipeline: str, preset: str = "preview", *, out_
     report = {"suite": suite.name, "suite_description": suite.description, "pipeline": pipeline,
               "preset": preset, "overrides": overrides, "device": device or "auto",
               "resolution": suite.resolution, "eval_times": list(EVAL_TIMES),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "cases": []}
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "planned_cases": len(cases), "cases": []}
     sheet_rows: list[dict] = []
     clock = _Clock(len(cases))
     runner = None
@@ -369,6 +369,8 @@ def report_markdown(report: dict) -> str:
     lines.append(f"| **mean** | | {m['done']}/{m['cases']} done | {num(m['psnr'])} | {num(m['ssim'], 3)} | "
                  f"{num(m['mask_iou'], 3)} | {num(m['shape_accuracy'])} | {num(m['colour_accuracy'])} | "
                  f"{num(m['motion_accuracy'])} | |")
+    if report.get("interrupted"):
+        lines += ["", f"Interrupted: {len(report['cases'])} of {report['planned_cases']} case(s) were started."]
     failures = [c for c in report["cases"] if c["status"] != "done"]
     if failures:
         lines += ["", "## Failed cases", ""]
