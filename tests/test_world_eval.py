@@ -138,7 +138,7 @@ def _check_report(out: Path, cases: int) -> dict:
 @pytest.mark.slow
 def test_smoke_suite_through_the_job_runner(tmp_path):
     """The shipped smoke suite end to end through job workers: the oracle's results are the ground truth
-    (PSNR 100, IoU 1); a real fit (toy-fit, tiny) gives finite, imperfect figures."""
+    (PSNR 100, IoU 1); a real fit (toy-fit, tiny, in this process) gives finite, imperfect figures."""
     from pipelines.world.evaluate import evaluate_suite
 
     lines: list[str] = []
@@ -152,7 +152,8 @@ def test_smoke_suite_through_the_job_runner(tmp_path):
     assert any("[3/3] yellow-walker-walk: done" in line and "suite ETA" in line for line in lines)
 
     report = evaluate_suite(load_suite("smoke"), "toy-fit", out_dir=tmp_path / "toy", limit=1, log=lines.append,
-                            overrides={"steps": 3, "resolution": 8, "image_size": 12, "preview_every": 3})
+                            overrides={"steps": 3, "resolution": 8, "image_size": 12, "preview_every": 3},
+                            in_process=True)
     report = _check_report(tmp_path / "toy", 1)
     figures = report["cases"][0]["figures"]
     assert report["overrides"] == {"steps": 3, "resolution": 8, "image_size": 12, "preview_every": 3}
