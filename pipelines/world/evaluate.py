@@ -306,8 +306,8 @@ def evaluate_suite(suite: Suite, pipeline: str, preset: str = "preview", *, out_
                     entry["error"] = f"the result could not be evaluated: {_sentence(err)}"
                 entry["eval_seconds"] = round(time.monotonic() - eval_start, 2)
             clock.done_seconds.append(time.monotonic() - case_start)
-            log(f"{tag}: {_outcome(entry)}; suite ETA "
-                f"{_duration(clock.eta(index, 0.0, 0.0) if index + 1 < len(cases) else 0.0)}")
+            log(f"{tag}: {_outcome(entry)} [suite ETA "
+                f"{_duration(clock.eta(index, 0.0, 0.0) if index + 1 < len(cases) else 0.0)}]")
     finally:
         if runner is not None:
             runner.shutdown()
