@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.jobs.commands",  # generate, run, resume, runs
     "pipelines.export_commands",  # export
     "pipelines.world.commands",  # world: examples, datasets, classifier, contact sheets
+    "pipelines.world.eval_commands",  # eval: a pipeline over a suite of world scenes, with a report
     "pipelines.priors.cli_models",  # models
     "pipelines.models.cli_train",  # train prior
 )
