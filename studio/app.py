@@ -77,6 +77,10 @@ def run_window(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         return app.exec()
     finally:
+        running = model.running_jobs()
+        if running and model.keep_jobs_on_exit:
+            print(f"fourd studio: waiting for {len(running)} job(s) to finish in the background "
+                  f"(Ctrl-C cancels them; they can resume from their last checkpoint).", flush=True)
         model.shutdown()
         viewer.close()
 

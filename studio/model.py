@@ -283,6 +283,19 @@ def parse_override(text: str) -> Any:
         return text.strip()
 
 
+@dataclass(frozen=True)
+class CloseQuestions:
+    """What closing the studio must ask first: running jobs (cancel with a checkpoint, or keep them running
+    in the background) and unsaved project changes (save, discard)."""
+
+    running: int = 0
+    unsaved: bool = False
+
+    @property
+    def any(self) -> bool:
+        return bool(self.running) or self.unsaved
+
+
 @dataclass
 class ExportRequest:
     """What the export dialog asks for; passed to ``renderers.export.export``."""
@@ -368,6 +381,8 @@ class StudioModel:
         #: The open project's folder (None for an unsaved project) and the runs it holds beyond this session's.
         self.project_folder: Path | None = None
         self.project_runs: list[Path] = []
+        #: What running jobs do when the studio exits: cancelled (checkpointed) unless the user chose to keep them.
+        self.keep_jobs_on_exit = False
         self.project_changed = Signal()  # ()
         self.time_changed = Signal()  # (t)
         self.scene_changed = Signal()  # (scene)
@@ -375,6 +390,7 @@ class StudioModel:
         pipelines = self.pipelines()
         if pipelines:
             self.form.pipeline = pipelines[0].name
+        self._saved_key = self._project_key()
 
     # ------------------------------------------------------------ methods and create form
     def registry(self):
@@ -561,7 +577,12 @@ class StudioModel:
         self.jobs_changed.emit()
         return view
 
-    def shutdown(self, cancel_running: bool = True) -> None:
+    def shutdown(self, cancel_running: bool | None = None) -> None:
+        """Stop the job runner; running jobs are cancelled (checkpointed) unless ``cancel_running`` is False,
+        and when it is None, unless the user chose to keep them (``keep_jobs_on_exit``), in which case this
+        waits until they finish."""
+        if cancel_running is None:
+            cancel_running = not self.keep_jobs_on_exit
         if self._runner is not None:
             self._runner.shutdown(cancel_running=cancel_running)
 
@@ -633,7 +654,35 @@ class StudioModel:
                 raise StudioError(str(err)) from None
         self.camera = preset
 
+    # ------------------------------------------------------------ closing
+    def close_questions(self) -> CloseQuestions:
+        """What to ask before the studio closes (the window shows the questions, the model decides them)."""
+        return CloseQuestions(running=len(self.running_jobs()), unsaved=self.has_unsaved_changes())
+
+    def decide_running_jobs(self, keep: bool) -> None:
+        """The answer for running jobs on close: keep them running in the background (the studio exits once
+        they finish; the library shows their results next time) or cancel them with a checkpoint (they can
+        resume later)."""
+        self.keep_jobs_on_exit = bool(keep)
+
     # ------------------------------------------------------------ projects
+    def _project_key(self) -> tuple:
+        """What makes a project differ from its saved copy: runs, create form, scene, camera and playback
+        settings; not the scrubbed time (looking around is not an edit)."""
+        form = self.form
+        return (tuple(str(p) for p in self.project_runs_all()), form.pipeline, form.prompt, form.preset,
+                int(form.seed), tuple(sorted(form.inputs.items())), tuple(sorted(form.overrides.items())),
+                self.scene_source if _is_folder(self.scene_source) else None, self.camera,
+                float(self.timeline.fps), bool(self.timeline.loop))
+
+    def mark_saved(self) -> None:
+        """Take the current state as the saved one (after save, open, new project or the first-start example)."""
+        self._saved_key = self._project_key()
+
+    def has_unsaved_changes(self) -> bool:
+        """True when the project changed since it was last saved, opened or started."""
+        return self._project_key() != self._saved_key
+
     def project_runs_all(self) -> list[Path]:
         """The run folders the project holds: those it was opened with and every job of this session."""
         runs = list(self.project_runs)
@@ -667,6 +716,7 @@ class StudioModel:
         self.project_folder = written.parent
         self.project_runs = list(project.runs)
         remember_project(self.project_folder)
+        self.mark_saved()
         self.project_changed.emit()
         return self.project_folder
 
@@ -695,6 +745,7 @@ class StudioModel:
         timeline.set_time(project.view.t)
         self._time_moved()
         remember_project(self.project_folder)
+        self.mark_saved()
         self.project_changed.emit()
         return notes
 
@@ -705,6 +756,7 @@ class StudioModel:
         self.project_runs = []
         self.set_scene(None)
         self.set_camera("reset")
+        self.mark_saved()
         self.project_changed.emit()
 
     @staticmethod

@@ -877,23 +877,48 @@ class MainWindow(QMainWindow):
         if scene is not None:
             self.statusBar().showMessage(f"Showing {self.model.scene_source or scene.kind}", 5000)
 
-    def confirm_close(self, running: int) -> bool:
-        """Ask what to do with running jobs; False keeps the window open."""
+    def confirm_close(self) -> bool:
+        """Ask what the model says closing needs (save the project? cancel or keep running jobs?) and pass
+        the answers back to it; False keeps the window open."""
+        self.create_panel.read_form()
+        questions = self.model.close_questions()
+        if questions.unsaved:
+            answer = self.ask_save_changes()
+            if answer == "cancel" or (answer == "save" and not self.save_project()):
+                return False
+        if questions.running:
+            answer = self.ask_running_jobs(questions.running)
+            if answer == "cancel":
+                return False
+            self.model.decide_running_jobs(keep=answer == "keep")
+        return True
+
+    def ask_save_changes(self) -> str:
+        """``save``, ``discard`` or ``cancel`` (stay open)."""
+        folder = self.model.project_folder
+        box = QMessageBox(QMessageBox.Icon.Question, "fourd studio",
+                          f"Save the changes to the project {folder.name!r}?" if folder is not None
+                          else "Save this project before closing?", parent=self)
+        box.setInformativeText("Its runs, inputs and view settings are kept in a project folder.")
+        save = box.addButton(QMessageBox.StandardButton.Save)
+        discard = box.addButton(QMessageBox.StandardButton.Discard)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(save)
+        box.exec()
+        return {id(save): "save", id(discard): "discard"}.get(id(box.clickedButton()), "cancel")
+
+    def ask_running_jobs(self, running: int) -> str:
+        """``stop`` (cancel with a checkpoint), ``keep`` (running in the background) or ``cancel`` (stay open)."""
         box = QMessageBox(QMessageBox.Icon.Question, "fourd studio",
                           f"{running} job{'s are' if running > 1 else ' is'} still running.", parent=self)
         box.setInformativeText("Cancel them (they can resume later from their last checkpoint) "
-                               "or keep them running in the background?")
-        cancel = box.addButton("Cancel jobs", QMessageBox.ButtonRole.DestructiveRole)
+                               "or keep them running in the background (the studio exits when they finish)?")
+        stop = box.addButton("Cancel jobs", QMessageBox.ButtonRole.DestructiveRole)
         keep = box.addButton("Keep running", QMessageBox.ButtonRole.AcceptRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(keep)
         box.exec()
-        if box.clickedButton() is cancel:
-            self.model.shutdown(cancel_running=True)
-            return True
-        if box.clickedButton() is keep:
-            self.model.shutdown(cancel_running=False)
-            return True
-        return False
+        return {id(stop): "stop", id(keep): "keep"}.get(id(box.clickedButton()), "cancel")
 
     # ------------------------------------------------------------ drag and drop
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt API)
@@ -915,8 +940,7 @@ class MainWindow(QMainWindow):
             super().keyPressEvent(event)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
-        running = self.model.running_jobs()
-        if running and self.confirm_on_close and not self.confirm_close(len(running)):
+        if self.confirm_on_close and not self.confirm_close():
             event.ignore()
             return
         self.poll_timer.stop()
