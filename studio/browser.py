@@ -34,11 +34,14 @@ class BrowserControls:
         with gui.add_folder("Create"):
             pipelines = model.pipelines()
             names = [p.name for p in pipelines] or ["(no methods installed)"]
-            self.method = gui.add_dropdown("Method", names, initial_value=names[0])
-            self.prompt = gui.add_text("Prompt", initial_value=model.form.prompt)
-            presets = model.presets(names[0]) or ["preview"]
-            self.preset = gui.add_dropdown("Preset", presets, initial_value=presets[0])
-            self.seed = gui.add_number("Seed", initial_value=0, min=0, max=2**31 - 1, step=1)
+            form = model.form  # the first-start example when nothing else was opened
+            method = form.pipeline if form.pipeline in names else names[0]
+            self.method = gui.add_dropdown("Method", names, initial_value=method)
+            self.prompt = gui.add_text("Prompt", initial_value=form.prompt)
+            presets = model.presets(method) or ["preview"]
+            preset = form.preset if form.preset in presets else presets[0]
+            self.preset = gui.add_dropdown("Preset", presets, initial_value=preset)
+            self.seed = gui.add_number("Seed", initial_value=int(form.seed), min=0, max=2**31 - 1, step=1)
             self.generate = gui.add_button("Generate", disabled=not pipelines)
             self.jobs = gui.add_markdown("No jobs yet.")
 

@@ -283,6 +283,78 @@ def parse_override(text: str) -> Any:
         return text.strip()
 
 
+# ------------------------------------------------------------------------------------ motion picking
+@dataclass
+class MotionCandidate:
+    """One candidate motion: the seed a full run takes as ``motion_seed`` and the clip it starts from."""
+
+    seed: int
+    clip: np.ndarray  # [F, H, W, 3] uint8, the reference view over time
+
+
+class MotionSearch:
+    """Candidate motions drawn on a background thread (the Qt loop and the browser loop never wait on it).
+
+    ``draw(seed) -> Iterator[(seed, clip) | Event]`` is the pipeline's ``motion_candidates`` bound to the
+    form's inputs and config. Read :attr:`candidates` after :meth:`poll`; :meth:`cancel` stops between clips.
+    """
+
+    def __init__(self, draw: Callable, seeds: list[int], spec) -> None:
+        import threading
+
+        self.seeds = list(seeds)
+        self.spec = spec  # the JobSpec the pick will submit (with motion_seed replaced)
+        self.candidates: list[MotionCandidate] = []
+        self.messages: list[str] = []
+        self.status = "running"  # running | done | failed | cancelled
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._pending: list[MotionCandidate] = []
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(draw,), name="motion-candidates", daemon=True)
+        self._thread.start()
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+    def _work(self, draw: Callable) -> None:
+        from pipelines.context import Cancelled
+
+        try:
+            for item in draw(self._cancel):
+                if isinstance(item, Log):
+                    with self._lock:
+                        self.messages.append(item.message)
+                    continue
+                if isinstance(item, tuple):
+                    seed, clip = item
+                    clip = (np.clip(np.asarray(clip, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+                    with self._lock:
+                        self._pending.append(MotionCandidate(int(seed), clip))
+            self.status = "done"
+        except Cancelled:
+            self.status = "cancelled"
+        except Exception as err:  # a missing prior, a bad input: one sentence for the gallery
+            self.error = str(err).strip("'\"") or type(err).__name__
+            self.status = "failed"
+
+    def poll(self) -> bool:
+        """Move candidates drawn since the last call into :attr:`candidates`; True when any arrived."""
+        with self._lock:
+            new, self._pending = self._pending, []
+        self.candidates.extend(new)
+        return bool(new)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> str:
+        self._thread.join(timeout)
+        self.poll()
+        return self.status
+
+
 @dataclass(frozen=True)
 class CloseQuestions:
     """What closing the studio must ask first: running jobs (cancel with a checkpoint, or keep them running
@@ -374,6 +446,8 @@ class StudioModel:
         self.jobs: list[JobView] = []
         self.scene = None
         self.scene_source: str | None = None
+        #: What the viewer's bar calls the scene shown.
+        self.scene_label = "no scene"
         #: The job whose scene updates go to the viewer (the last one started).
         self.followed: JobView | None = None
         #: The camera preset chosen last (front, side, top, turntable, reset).
@@ -381,6 +455,8 @@ class StudioModel:
         #: The open project's folder (None for an unsaved project) and the runs it holds beyond this session's.
         self.project_folder: Path | None = None
         self.project_runs: list[Path] = []
+        #: The latest candidate motions (:meth:`find_motions`), shown in the gallery.
+        self.motion_search: MotionSearch | None = None
         #: What running jobs do when the studio exits: cancelled (checkpointed) unless the user chose to keep them.
         self.keep_jobs_on_exit = False
         self.project_changed = Signal()  # ()
@@ -532,6 +608,51 @@ class StudioModel:
         self.jobs_changed.emit()
         return view
 
+    # ------------------------------------------------------------ motion picking
+    def motion_kind(self, name: str | None = None) -> str | None:
+        """``"image"`` or ``"prompt"`` when the method lets the user pick a motion before the full run
+        (its module offers ``motion_candidates`` and its config a ``motion_seed``), else None."""
+        try:
+            info = self.pipeline_info(name)
+        except StudioError:
+            return None
+        module = importlib.import_module(info.entry.partition(":")[0])
+        if not hasattr(module, "motion_candidates") or not hasattr(info.config_cls, "motion_seed"):
+            return None
+        return next((kind for kind in ("image", "prompt") if kind in info.inputs), None)
+
+    def find_motions(self, count: int = 4, seeds: list[int] | None = None,
+                     form: CreateForm | None = None) -> MotionSearch:
+        """Start drawing ``count`` candidate motions for the form's job on a background thread. The seeds
+        follow the run seed, the first being the motion the job would take unpicked."""
+        form = form or self.form
+        kind = self.motion_kind(form.pipeline)
+        if kind is None:
+            raise StudioError(f"{self.pipeline_info(form.pipeline).title} has no motions to pick from.")
+        spec = self.build_spec(form)
+        if seeds is None:
+            base = spec.config.motion_seed if spec.config.motion_seed >= 0 else spec.seed * 7 + 2
+            seeds = [base + 1000 * i for i in range(count)]
+        info = self.pipeline_info(form.pipeline)
+        candidates = getattr(importlib.import_module(info.entry.partition(":")[0]), "motion_candidates")
+
+        def draw(cancel):
+            import tempfile
+
+            from pipelines.context import RunContext, default_device
+
+            with tempfile.TemporaryDirectory(prefix="fourd-motions-") as run_dir:
+                context = RunContext(run_dir, spec.seed, default_device(), cancel, priors=dict(spec.priors))
+                yield from candidates(kind, spec.inputs, spec.config, seeds, context)
+
+        self.motion_search = MotionSearch(draw, seeds, spec)
+        return self.motion_search
+
+    def pick_motion(self, seed: int) -> JobView:
+        """Start the full job with the chosen motion (``motion_seed = seed``); the form keeps the choice."""
+        self.form.overrides = {**self.form.overrides, "motion_seed": str(int(seed))}
+        return self.generate()
+
     # ------------------------------------------------------------ library of past runs
     def library(self) -> list:
         """Past runs, newest first (``RunInfo``: run_dir, spec, status, created, thumbnail); empty
@@ -590,19 +711,21 @@ class StudioModel:
         return [v for v in self.jobs if not v.finished]
 
     # ------------------------------------------------------------ scene and time
-    def set_scene(self, scene, source: str | None = None) -> None:
-        """Show ``scene``; the timeline spans its time range and keeps its frame."""
+    def set_scene(self, scene, source: str | None = None, title: str | None = None) -> None:
+        """Show ``scene``; the timeline spans its time range and keeps its frame. ``title`` names it in the
+        viewer (default: from the source, see :func:`scene_title`)."""
         self.scene = scene
         self.scene_source = source
+        self.scene_label = title or scene_title(scene, source)
         if scene is not None:
             self.timeline.time_range = tuple(float(v) for v in scene.time_range)
         if self.viewer is not None:
             self.viewer.show(scene, self.timeline.t)
             if hasattr(self.viewer, "set_label"):  # viser's panel bar names the scene instead of "Connected"
-                self.viewer.set_label(scene_title(scene, source))
+                self.viewer.set_label(self.scene_label)
         self.scene_changed.emit(scene)
 
-    def open_scene(self, directory: str | Path) -> None:
+    def open_scene(self, directory: str | Path, title: str | None = None) -> None:
         """Load a saved scene folder (a run's result) into the viewer."""
         from renderers.scene import load_scene
 
@@ -612,7 +735,7 @@ class StudioModel:
             raise StudioError(str(err)) from None
         except Exception as err:
             raise StudioError(f"The scene in '{directory}' could not be loaded: {err}") from None
-        self.set_scene(scene, str(directory))
+        self.set_scene(scene, str(directory), title)
 
     def _open_quietly(self, directory: str | None, title: str) -> None:
         if not directory:

@@ -875,7 +875,7 @@ class MainWindow(QMainWindow):
         self._update_export_action()
         self.timeline_bar.refresh()
         if scene is not None:
-            self.statusBar().showMessage(f"Showing {self.model.scene_source or scene.kind}", 5000)
+            self.statusBar().showMessage(f"Showing {self.model.scene_label}", 5000)
 
     def confirm_close(self) -> bool:
         """Ask what the model says closing needs (save the project? cancel or keep running jobs?) and pass
