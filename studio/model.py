@@ -561,7 +561,10 @@ class StudioModel:
 
     def generate(self, form: CreateForm | None = None) -> JobView:
         """Validate the form and start a job; its scene updates go to the viewer."""
-        spec = self.build_spec(form)
+        return self.submit(self.build_spec(form))
+
+    def submit(self, spec) -> JobView:
+        """Start the job ``spec`` describes (a ``JobSpec``); its scene updates go to the viewer."""
         try:
             job = self.runner.submit(spec)
         except (ValueError, KeyError, OSError, RuntimeError) as err:  # preflight: a missing model, a full disk
@@ -634,7 +637,7 @@ class StudioModel:
             base = spec.config.motion_seed if spec.config.motion_seed >= 0 else spec.seed * 7 + 2
             seeds = [base + 1000 * i for i in range(count)]
         info = self.pipeline_info(form.pipeline)
-        candidates = getattr(importlib.import_module(info.entry.partition(":")[0]), "motion_candidates")
+        candidates = importlib.import_module(info.entry.partition(":")[0]).motion_candidates
 
         def draw(cancel):
             import tempfile
@@ -648,10 +651,17 @@ class StudioModel:
         self.motion_search = MotionSearch(draw, seeds, spec)
         return self.motion_search
 
-    def pick_motion(self, seed: int) -> JobView:
-        """Start the full job with the chosen motion (``motion_seed = seed``); the form keeps the choice."""
+    def pick_motion(self, seed: int, search: MotionSearch | None = None) -> JobView:
+        """Start the full job the candidates were drawn for, with the chosen motion
+        (``config.replace(motion_seed=seed)``); the form keeps the choice."""
+        import dataclasses
+
+        search = search or self.motion_search
+        if search is None:
+            raise StudioError("There are no candidate motions to pick from yet.")
+        spec = dataclasses.replace(search.spec, config=search.spec.config.replace(motion_seed=int(seed)))
         self.form.overrides = {**self.form.overrides, "motion_seed": str(int(seed))}
-        return self.generate()
+        return self.submit(spec)
 
     # ------------------------------------------------------------ library of past runs
     def library(self) -> list:

@@ -58,8 +58,10 @@ def test_candidates_arrive_in_the_background_and_the_pick_starts_the_job(model):
     assert first.shape == (3, 32, 32, 3) and first.dtype == np.uint8
     assert not np.array_equal(first, second)  # different seeds, different motions
     assert np.abs(first[0].astype(int) - first[-1].astype(int)).mean() > 0  # a clip, not a still
+    model.form.seed = 9  # edits after the search do not change the job the candidates were drawn for
     view = model.pick_motion(search.seeds[1])
     spec = model.runner.specs[-1]
+    assert spec.seed == 5 and spec.inputs == search.spec.inputs
     assert spec.config.motion_seed == search.seeds[1] and spec.config.sampling.frames == 3
     assert model.jobs[-1] is view and model.form.overrides["motion_seed"] == str(search.seeds[1])
 
@@ -72,3 +74,41 @@ def test_a_search_can_be_cancelled_and_errors_are_a_sentence(model, tmp_path):
     model.form.overrides = {**TINY, "video_prior": "no-such-prior"}
     failed = model.find_motions(count=1)
     assert failed.wait(60) == "failed" and "no-such-prior" in failed.error and not failed.candidates
+
+
+@pytest.mark.qt
+def test_the_gallery_shows_clips_and_a_pick_starts_the_job(qtbot):
+    pytest.importorskip("PySide6.QtWebEngineWidgets")
+    from studio.webengine import apply_chromium_flags
+
+    apply_chromium_flags()  # as the other Qt tests: the web engine must load before the QApplication
+    import PySide6.QtWebEngineWidgets  # noqa: F401
+    from PySide6.QtCore import Qt
+
+    from studio.window import MainWindow
+
+    model = StudioModel(runner=RecordingRunner())
+    window = MainWindow(model, None)
+    window.confirm_on_close = False
+    qtbot.addWidget(window)
+    panel = window.create_panel
+    panel.method.setCurrentIndex(panel.method.findData("text-to-4d"))
+    assert not panel.motions.isVisibleTo(window)  # 4D-fy has no motion to pick
+    panel.method.setCurrentIndex(panel.method.findData("image-to-4d"))
+    assert panel.motions.isVisibleTo(window)
+    assert panel.pickers["image"].choose(str(asset_path("examples", "red_ball.png")))
+    panel.advanced.setChecked(True)
+    for key, text in TINY.items():
+        panel.advanced_edits[key].setText(text)
+    qtbot.mouseClick(panel.motions, Qt.MouseButton.LeftButton)
+    gallery = window.motion_gallery
+    qtbot.waitUntil(lambda: len(gallery.cards) == 4 and gallery.search.finished, timeout=120_000)
+    assert "pick one" in gallery.status.text()
+    label, frames, pick = gallery.cards[2]
+    assert len(frames) == 3 and not label.pixmap().isNull()
+    first = label.pixmap().toImage()
+    qtbot.waitUntil(lambda: label.pixmap().toImage() != first, timeout=2000)  # the clip plays
+    qtbot.mouseClick(pick, Qt.MouseButton.LeftButton)
+    seed = gallery.search.seeds[2]
+    assert model.runner.specs[-1].config.motion_seed == seed and not gallery.isVisible()
+    assert panel.advanced_edits["motion_seed"].text() == str(seed)
