@@ -26,7 +26,7 @@ def initial_scene(model, directory: str | None) -> str:
     if directory:
         model.open_scene(directory)
         model.mark_saved()
-        return model.scene_label
+        return model.scene_caption
     from studio.first_start import apply
 
     return apply(model)
@@ -76,7 +76,6 @@ def run_window(args: argparse.Namespace, argv: list[str]) -> int:
     except StudioError as err:
         window.show_error(str(err))
     window.create_panel.write_form()  # the example's method, prompt and preset
-    window.statusBar().showMessage(model.scene_label, 15_000)
     window.show()
     try:
         return app.exec()

@@ -25,6 +25,8 @@ class BrowserControls:
         gui = viewer.server.gui
         timeline = model.timeline
 
+        # What the scene in view is (for the first-start example: how it was made).
+        self.caption = gui.add_markdown(self._caption_text())
         with gui.add_folder("Timeline"):
             self.play = gui.add_checkbox("Play", initial_value=timeline.playing)
             self.loop = gui.add_checkbox("Loop", initial_value=timeline.loop)
@@ -70,6 +72,10 @@ class BrowserControls:
         model.time_changed.connect(self._time_changed)
         model.jobs_changed.connect(self._jobs_changed)
         model.project_changed.connect(self._project_changed)
+        model.scene_changed.connect(lambda _scene: setattr(self.caption, "content", self._caption_text()))
+
+    def _caption_text(self) -> str:
+        return f"*{self.model.scene_caption}*" if self.model.scene is not None else ""
 
     def _locked(self, action, *args):
         with self.lock:

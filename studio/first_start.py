@@ -75,21 +75,28 @@ def caption(info: dict | None = None) -> str:
             f"(bundled prior, CPU; {info['representation']})")
 
 
+def title(info: dict | None = None) -> str:
+    """A few words for the viewer's bar (the :func:`caption` says the rest)."""
+    info = about() if info is None else info
+    return f"Example · {info['method']} {info['preset']}" if info else "Example · demo ball"
+
+
 def apply(model) -> str:
     """Put the studio on the ready example: the create form holds :data:`EXAMPLE` (when its method is
-    installed) and the viewer shows the shipped result (the analytic demo ball when it is missing).
-    Nothing counts as an unsaved change afterwards. The caption shown."""
+    installed) and the viewer shows the shipped result (the analytic demo ball when it is missing), with
+    :func:`title` in the viewer's bar and :func:`caption` under the viewer. Nothing counts as an unsaved
+    change afterwards. The caption."""
     if any(p.name == EXAMPLE.pipeline for p in model.pipelines()):
         model.form = example_form()
     folder = example_folder()
+    info = about(folder) if folder is not None else {}
+    text = caption(info)
     if folder is not None:
-        text = caption()
-        model.open_scene(folder / "scene", title=text)
+        model.open_scene(folder / "scene", title=title(info), caption=text)
     else:
         from studio.demo_scene import BouncingBall
 
-        text = caption({})
-        model.set_scene(BouncingBall(), "example: bouncing ball", title=text)
+        model.set_scene(BouncingBall(), "example: bouncing ball", title=title(info), caption=text)
     model.mark_saved()
     return text
 

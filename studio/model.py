@@ -446,8 +446,8 @@ class StudioModel:
         self.jobs: list[JobView] = []
         self.scene = None
         self.scene_source: str | None = None
-        #: What the viewer's bar calls the scene shown.
-        self.scene_label = "no scene"
+        #: What the viewer's bar calls the scene shown, and the longer line the window shows under it.
+        self.scene_label = self.scene_caption = "no scene"
         #: The job whose scene updates go to the viewer (the last one started).
         self.followed: JobView | None = None
         #: The camera preset chosen last (front, side, top, turntable, reset).
@@ -721,12 +721,15 @@ class StudioModel:
         return [v for v in self.jobs if not v.finished]
 
     # ------------------------------------------------------------ scene and time
-    def set_scene(self, scene, source: str | None = None, title: str | None = None) -> None:
+    def set_scene(self, scene, source: str | None = None, title: str | None = None,
+                  caption: str | None = None) -> None:
         """Show ``scene``; the timeline spans its time range and keeps its frame. ``title`` names it in the
-        viewer (default: from the source, see :func:`scene_title`)."""
+        viewer's bar (default: from the source, see :func:`scene_title`); ``caption`` says more about it
+        (what it is and how it was made; default: the title)."""
         self.scene = scene
         self.scene_source = source
         self.scene_label = title or scene_title(scene, source)
+        self.scene_caption = caption or self.scene_label
         if scene is not None:
             self.timeline.time_range = tuple(float(v) for v in scene.time_range)
         if self.viewer is not None:
@@ -735,7 +738,7 @@ class StudioModel:
                 self.viewer.set_label(self.scene_label)
         self.scene_changed.emit(scene)
 
-    def open_scene(self, directory: str | Path, title: str | None = None) -> None:
+    def open_scene(self, directory: str | Path, title: str | None = None, caption: str | None = None) -> None:
         """Load a saved scene folder (a run's result) into the viewer."""
         from renderers.scene import load_scene
 
@@ -745,7 +748,7 @@ class StudioModel:
             raise StudioError(str(err)) from None
         except Exception as err:
             raise StudioError(f"The scene in '{directory}' could not be loaded: {err}") from None
-        self.set_scene(scene, str(directory), title)
+        self.set_scene(scene, str(directory), title, caption)
 
     def _open_quietly(self, directory: str | None, title: str) -> None:
         if not directory:

@@ -735,6 +735,11 @@ class MainWindow(QMainWindow):
         model.scene_changed.connect(self._scene_changed)
         model.project_changed.connect(self._project_changed)
         self._project_changed()
+        #: What the scene in the viewer is (for the first-start example: how it was made), always in view.
+        self.scene_caption = QLabel()
+        self.scene_caption.setStyleSheet("color: #555; padding-right: 6px")
+        self.statusBar().addPermanentWidget(self.scene_caption)
+        self._scene_changed(model.scene)
         self.statusBar().showMessage("Ready")
 
     def _make_view(self, url: str | None) -> QWidget:
@@ -979,6 +984,7 @@ class MainWindow(QMainWindow):
     def _scene_changed(self, scene) -> None:
         self._update_export_action()
         self.timeline_bar.refresh()
+        self.scene_caption.setText(self.model.scene_caption if scene is not None else "")
         if scene is not None:
             self.statusBar().showMessage(f"Showing {self.model.scene_label}", 5000)
 

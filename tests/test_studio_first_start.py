@@ -29,7 +29,8 @@ def test_the_studio_opens_on_the_shipped_example_ready_to_generate(monkeypatch, 
     info = first_start.about()
     assert info["pipeline"] == first_start.EXAMPLE.pipeline and info["preset"] == "preview"
     assert caption.startswith("Example: 4D-fy preview result for 'a red ball bouncing'") and "voxels" in caption
-    assert model.viewer.labels[-1] == caption and model.scene.kind == "voxels" and model.scene.frames > 1
+    assert model.scene_caption == caption and model.viewer.labels[-1] == "Example · 4D-fy preview"
+    assert model.scene.kind == "voxels" and model.scene.frames > 1
     assert (model.form.pipeline, model.form.prompt, model.form.preset) == ("text-to-4d", "a red ball bouncing",
                                                                            "preview")
     assert not unknown_prompt_words(model.form.prompt)  # the bundled prior knows every word
