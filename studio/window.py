@@ -674,7 +674,7 @@ class MotionGallery(QDialog):
         self.cards.append((clip, frames, pick))
 
     def pick(self, seed: int) -> None:
-        if self.window_.pick_motion(seed) is not None:
+        if self.window_.pick_motion(seed, self.search) is not None:
             self.accept()
 
     def done(self, result: int) -> None:
@@ -863,8 +863,9 @@ class MainWindow(QMainWindow):
         gallery.open()
         return gallery
 
-    def pick_motion(self, seed: int) -> JobView | None:
-        view = self.guarded(self.model.pick_motion, seed)
+    def pick_motion(self, seed: int, search=None) -> JobView | None:
+        """Run the job the candidates of ``search`` (the latest when None) were drawn for, with motion ``seed``."""
+        view = self.guarded(self.model.pick_motion, seed, search)
         if view is not None:
             self.create_panel.write_form()  # the advanced motion_seed field now holds the pick
             self.statusBar().showMessage(f"Started {view.title} with motion seed {seed}", 5000)
