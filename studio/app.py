@@ -19,15 +19,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def initial_scene(model, directory: str | None) -> None:
-    """Open ``directory``, else the ready example so the viewer never starts empty."""
+def initial_scene(model, directory: str | None) -> str:
+    """Open ``directory``, else the ready example (a prompt for the bundled prior in the create form and
+    the result that job gave, see :mod:`studio.first_start`), so the viewer never starts empty. The
+    viewer's caption."""
     if directory:
         model.open_scene(directory)
-        return
-    # A stand-in until the pipelines ship a bundled default result.
-    from studio.demo_scene import BouncingBall
+        model.mark_saved()
+        return model.scene_caption
+    from studio.first_start import apply
 
-    model.set_scene(BouncingBall(), "example: bouncing ball")
+    return apply(model)
 
 
 def run_browser(args: argparse.Namespace) -> int:
@@ -73,10 +75,15 @@ def run_window(args: argparse.Namespace, argv: list[str]) -> int:
         initial_scene(model, args.scene)
     except StudioError as err:
         window.show_error(str(err))
+    window.create_panel.write_form()  # the example's method, prompt and preset
     window.show()
     try:
         return app.exec()
     finally:
+        running = model.running_jobs()
+        if running and model.keep_jobs_on_exit:
+            print(f"fourd studio: waiting for {len(running)} job(s) to finish in the background "
+                  f"(Ctrl-C cancels them; they can resume from their last checkpoint).", flush=True)
         model.shutdown()
         viewer.close()
 

@@ -20,9 +20,13 @@ class BrowserControls:
         self.model = model
         self.viewer = viewer
         self.lock = threading.RLock()
+        #: Every sentence shown as a notification, most recent last (the tests read it).
+        self.notes: list[str] = []
         gui = viewer.server.gui
         timeline = model.timeline
 
+        # What the scene in view is (for the first-start example: how it was made).
+        self.caption = gui.add_markdown(self._caption_text())
         with gui.add_folder("Timeline"):
             self.play = gui.add_checkbox("Play", initial_value=timeline.playing)
             self.loop = gui.add_checkbox("Loop", initial_value=timeline.loop)
@@ -34,13 +38,25 @@ class BrowserControls:
         with gui.add_folder("Create"):
             pipelines = model.pipelines()
             names = [p.name for p in pipelines] or ["(no methods installed)"]
-            self.method = gui.add_dropdown("Method", names, initial_value=names[0])
-            self.prompt = gui.add_text("Prompt", initial_value=model.form.prompt)
-            presets = model.presets(names[0]) or ["preview"]
-            self.preset = gui.add_dropdown("Preset", presets, initial_value=presets[0])
-            self.seed = gui.add_number("Seed", initial_value=0, min=0, max=2**31 - 1, step=1)
+            form = model.form  # the first-start example when nothing else was opened
+            method = form.pipeline if form.pipeline in names else names[0]
+            self.method = gui.add_dropdown("Method", names, initial_value=method)
+            self.prompt = gui.add_text("Prompt", initial_value=form.prompt)
+            presets = model.presets(method) or ["preview"]
+            preset = form.preset if form.preset in presets else presets[0]
+            self.preset = gui.add_dropdown("Preset", presets, initial_value=preset)
+            self.seed = gui.add_number("Seed", initial_value=int(form.seed), min=0, max=2**31 - 1, step=1)
             self.generate = gui.add_button("Generate", disabled=not pipelines)
             self.jobs = gui.add_markdown("No jobs yet.")
+        with gui.add_folder("Project", expand_by_default=False):
+            # Folders are on the machine the studio runs on (the remote GPU box), typed as paths.
+            self.project_folder = gui.add_text("Folder", initial_value=str(model.project_folder or ""),
+                                               hint="a folder on the studio's machine")
+            self.save_project = gui.add_button("Save")
+            self.open_project = gui.add_button("Open")
+            self.new_project = gui.add_button("New")
+            self.recent = gui.add_dropdown("Recent", self._recent_names(), initial_value=self._recent_names()[0])
+            self.project_status = gui.add_markdown(self._project_text())
 
         self.play.on_update(lambda _: self._locked(model.set_playing, self.play.value))
         self.loop.on_update(lambda _: setattr(timeline, "loop", self.loop.value))
@@ -49,8 +65,17 @@ class BrowserControls:
         self.camera.on_click(lambda _: model.set_camera(self.camera.value.lower()))
         self.method.on_update(lambda _: self._method_changed())
         self.generate.on_click(lambda event: self._locked(self._generate, event.client))
+        self.save_project.on_click(lambda event: self._locked(self._save_project, event.client))
+        self.open_project.on_click(lambda event: self._locked(self._open_project, event.client))
+        self.new_project.on_click(lambda event: self._locked(self._new_project, event.client))
+        self.recent.on_update(lambda _: self._locked(self._recent_chosen))
         model.time_changed.connect(self._time_changed)
         model.jobs_changed.connect(self._jobs_changed)
+        model.project_changed.connect(self._project_changed)
+        model.scene_changed.connect(lambda _scene: setattr(self.caption, "content", self._caption_text()))
+
+    def _caption_text(self) -> str:
+        return f"*{self.model.scene_caption}*" if self.model.scene is not None else ""
 
     def _locked(self, action, *args):
         with self.lock:
@@ -74,20 +99,89 @@ class BrowserControls:
             self.preset.options = presets
             self.preset.value = presets[0]
 
-    def _generate(self, client) -> None:
+    def _read_form(self) -> None:
         form = self.model.form
-        form.pipeline, form.prompt = self.method.value, self.prompt.value
-        form.preset, form.seed = self.preset.value, int(self.seed.value)
+        if self.method.value in [p.name for p in self.model.pipelines()]:
+            form.pipeline = self.method.value
+        form.prompt, form.preset, form.seed = self.prompt.value, self.preset.value, int(self.seed.value)
+
+    def _write_form(self) -> None:
+        """Show the model's form and playback settings in the GUI (after a project opens)."""
+        form, timeline = self.model.form, self.model.timeline
+        if form.pipeline in self.method.options:
+            self.method.value = form.pipeline
+            self._method_changed()
+        self.prompt.value = form.prompt
+        if form.preset in self.preset.options:
+            self.preset.value = form.preset
+        self.seed.value = int(form.seed)
+        self.loop.value, self.fps.value = timeline.loop, timeline.fps
+        self.frame.max = timeline.frames - 1
+        self.frame.value = timeline.frame
+
+    def _generate(self, client) -> None:
+        self._read_form()
         try:
             self.model.generate()
         except StudioError as err:
             self.notify(str(err), client)
 
-    def notify(self, message: str, client=None) -> None:
-        """Show an error sentence in the browser (one client, or all)."""
+    # ------------------------------------------------------------ projects
+    NO_RECENT = "(no recent projects)"
+
+    def _recent_names(self) -> list[str]:
+        return [str(p) for p in self.model.recent_projects()] or [self.NO_RECENT]
+
+    def _project_text(self) -> str:
+        folder = self.model.project_folder
+        return f"Project: **{folder.name}**" if folder is not None else "Unsaved project."
+
+    def _save_project(self, client) -> None:
+        self._read_form()
+        folder = self.project_folder.value.strip() or None
+        try:
+            saved = self.model.save_project(folder)
+        except StudioError as err:
+            self.notify(str(err), client)
+            return
+        self.project_folder.value = str(saved)
+        self.notify(f"Saved the project into {saved}.", client, error=False)
+
+    def _open_project(self, client) -> None:
+        folder = self.project_folder.value.strip()
+        if not folder:
+            self.notify("Type the project's folder first.", client)
+            return
+        try:
+            notes = self.model.open_project(folder)
+        except StudioError as err:
+            self.notify(str(err), client)
+            return
+        if notes:
+            self.notify(" ".join(notes), client)
+
+    def _new_project(self, _client) -> None:
+        self.model.new_project()
+        self.project_folder.value = ""
+
+    def _recent_chosen(self) -> None:
+        if self.recent.value != self.NO_RECENT:
+            self.project_folder.value = self.recent.value
+
+    def _project_changed(self) -> None:
+        self._write_form()
+        if self.model.project_folder is not None:
+            self.project_folder.value = str(self.model.project_folder)
+        names = self._recent_names()
+        self.recent.options = names
+        self.project_status.content = self._project_text()
+
+    def notify(self, message: str, client=None, error: bool = True) -> None:
+        """Show a sentence in the browser (one client, or all): an error in red, else a note."""
         clients = [client] if client is not None else list(self.viewer.server.get_clients().values())
         for c in clients:
-            c.add_notification("fourd studio", message, color="red", auto_close_seconds=10.0)
+            c.add_notification("fourd studio", message, color="red" if error else "green", auto_close_seconds=10.0)
+        self.notes.append(message)
 
     def _jobs_changed(self) -> None:
         lines = []

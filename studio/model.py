@@ -283,6 +283,91 @@ def parse_override(text: str) -> Any:
         return text.strip()
 
 
+# ------------------------------------------------------------------------------------ motion picking
+@dataclass
+class MotionCandidate:
+    """One candidate motion: the seed a full run takes as ``motion_seed`` and the clip it starts from."""
+
+    seed: int
+    clip: np.ndarray  # [F, H, W, 3] uint8, the reference view over time
+
+
+class MotionSearch:
+    """Candidate motions drawn on a background thread (the Qt loop and the browser loop never wait on it).
+
+    ``draw(seed) -> Iterator[(seed, clip) | Event]`` is the pipeline's ``motion_candidates`` bound to the
+    form's inputs and config. Read :attr:`candidates` after :meth:`poll`; :meth:`cancel` stops between clips.
+    """
+
+    def __init__(self, draw: Callable, seeds: list[int], spec) -> None:
+        import threading
+
+        self.seeds = list(seeds)
+        self.spec = spec  # the JobSpec the pick will submit (with motion_seed replaced)
+        self.candidates: list[MotionCandidate] = []
+        self.messages: list[str] = []
+        self.status = "running"  # running | done | failed | cancelled
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._pending: list[MotionCandidate] = []
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(draw,), name="motion-candidates", daemon=True)
+        self._thread.start()
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+    def _work(self, draw: Callable) -> None:
+        from pipelines.context import Cancelled
+
+        try:
+            for item in draw(self._cancel):
+                if isinstance(item, Log):
+                    with self._lock:
+                        self.messages.append(item.message)
+                    continue
+                if isinstance(item, tuple):
+                    seed, clip = item
+                    clip = (np.clip(np.asarray(clip, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+                    with self._lock:
+                        self._pending.append(MotionCandidate(int(seed), clip))
+            self.status = "done"
+        except Cancelled:
+            self.status = "cancelled"
+        except Exception as err:  # a missing prior, a bad input: one sentence for the gallery
+            self.error = str(err).strip("'\"") or type(err).__name__
+            self.status = "failed"
+
+    def poll(self) -> bool:
+        """Move candidates drawn since the last call into :attr:`candidates`; True when any arrived."""
+        with self._lock:
+            new, self._pending = self._pending, []
+        self.candidates.extend(new)
+        return bool(new)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> str:
+        self._thread.join(timeout)
+        self.poll()
+        return self.status
+
+
+@dataclass(frozen=True)
+class CloseQuestions:
+    """What closing the studio must ask first: running jobs (cancel with a checkpoint, or keep them running
+    in the background) and unsaved project changes (save, discard)."""
+
+    running: int = 0
+    unsaved: bool = False
+
+    @property
+    def any(self) -> bool:
+        return bool(self.running) or self.unsaved
+
+
 @dataclass
 class ExportRequest:
     """What the export dialog asks for; passed to ``renderers.export.export``."""
@@ -361,6 +446,8 @@ class StudioModel:
         self.jobs: list[JobView] = []
         self.scene = None
         self.scene_source: str | None = None
+        #: What the viewer's bar calls the scene shown, and the longer line the window shows under it.
+        self.scene_label = self.scene_caption = "no scene"
         #: The job whose scene updates go to the viewer (the last one started).
         self.followed: JobView | None = None
         #: The camera preset chosen last (front, side, top, turntable, reset).
@@ -368,6 +455,10 @@ class StudioModel:
         #: The open project's folder (None for an unsaved project) and the runs it holds beyond this session's.
         self.project_folder: Path | None = None
         self.project_runs: list[Path] = []
+        #: The latest candidate motions (:meth:`find_motions`), shown in the gallery.
+        self.motion_search: MotionSearch | None = None
+        #: What running jobs do when the studio exits: cancelled (checkpointed) unless the user chose to keep them.
+        self.keep_jobs_on_exit = False
         self.project_changed = Signal()  # ()
         self.time_changed = Signal()  # (t)
         self.scene_changed = Signal()  # (scene)
@@ -375,6 +466,7 @@ class StudioModel:
         pipelines = self.pipelines()
         if pipelines:
             self.form.pipeline = pipelines[0].name
+        self._saved_key = self._project_key()
 
     # ------------------------------------------------------------ methods and create form
     def registry(self):
@@ -469,7 +561,10 @@ class StudioModel:
 
     def generate(self, form: CreateForm | None = None) -> JobView:
         """Validate the form and start a job; its scene updates go to the viewer."""
-        spec = self.build_spec(form)
+        return self.submit(self.build_spec(form))
+
+    def submit(self, spec) -> JobView:
+        """Start the job ``spec`` describes (a ``JobSpec``); its scene updates go to the viewer."""
         try:
             job = self.runner.submit(spec)
         except (ValueError, KeyError, OSError, RuntimeError) as err:  # preflight: a missing model, a full disk
@@ -516,6 +611,58 @@ class StudioModel:
         self.jobs_changed.emit()
         return view
 
+    # ------------------------------------------------------------ motion picking
+    def motion_kind(self, name: str | None = None) -> str | None:
+        """``"image"`` or ``"prompt"`` when the method lets the user pick a motion before the full run
+        (its module offers ``motion_candidates`` and its config a ``motion_seed``), else None."""
+        try:
+            info = self.pipeline_info(name)
+        except StudioError:
+            return None
+        module = importlib.import_module(info.entry.partition(":")[0])
+        if not hasattr(module, "motion_candidates") or not hasattr(info.config_cls, "motion_seed"):
+            return None
+        return next((kind for kind in ("image", "prompt") if kind in info.inputs), None)
+
+    def find_motions(self, count: int = 4, seeds: list[int] | None = None,
+                     form: CreateForm | None = None) -> MotionSearch:
+        """Start drawing ``count`` candidate motions for the form's job on a background thread. The seeds
+        follow the run seed, the first being the motion the job would take unpicked."""
+        form = form or self.form
+        kind = self.motion_kind(form.pipeline)
+        if kind is None:
+            raise StudioError(f"{self.pipeline_info(form.pipeline).title} has no motions to pick from.")
+        spec = self.build_spec(form)
+        if seeds is None:
+            base = spec.config.motion_seed if spec.config.motion_seed >= 0 else spec.seed * 7 + 2
+            seeds = [base + 1000 * i for i in range(count)]
+        info = self.pipeline_info(form.pipeline)
+        candidates = importlib.import_module(info.entry.partition(":")[0]).motion_candidates
+
+        def draw(cancel):
+            import tempfile
+
+            from pipelines.context import RunContext, default_device
+
+            with tempfile.TemporaryDirectory(prefix="fourd-motions-") as run_dir:
+                context = RunContext(run_dir, spec.seed, default_device(), cancel, priors=dict(spec.priors))
+                yield from candidates(kind, spec.inputs, spec.config, seeds, context)
+
+        self.motion_search = MotionSearch(draw, seeds, spec)
+        return self.motion_search
+
+    def pick_motion(self, seed: int, search: MotionSearch | None = None) -> JobView:
+        """Start the full job the candidates were drawn for, with the chosen motion
+        (``config.replace(motion_seed=seed)``); the form keeps the choice."""
+        import dataclasses
+
+        search = search or self.motion_search
+        if search is None:
+            raise StudioError("There are no candidate motions to pick from yet.")
+        spec = dataclasses.replace(search.spec, config=search.spec.config.replace(motion_seed=int(seed)))
+        self.form.overrides = {**self.form.overrides, "motion_seed": str(int(seed))}
+        return self.submit(spec)
+
     # ------------------------------------------------------------ library of past runs
     def library(self) -> list:
         """Past runs, newest first (``RunInfo``: run_dir, spec, status, created, thumbnail); empty
@@ -561,7 +708,12 @@ class StudioModel:
         self.jobs_changed.emit()
         return view
 
-    def shutdown(self, cancel_running: bool = True) -> None:
+    def shutdown(self, cancel_running: bool | None = None) -> None:
+        """Stop the job runner; running jobs are cancelled (checkpointed) unless ``cancel_running`` is False,
+        and when it is None, unless the user chose to keep them (``keep_jobs_on_exit``), in which case this
+        waits until they finish."""
+        if cancel_running is None:
+            cancel_running = not self.keep_jobs_on_exit
         if self._runner is not None:
             self._runner.shutdown(cancel_running=cancel_running)
 
@@ -569,19 +721,24 @@ class StudioModel:
         return [v for v in self.jobs if not v.finished]
 
     # ------------------------------------------------------------ scene and time
-    def set_scene(self, scene, source: str | None = None) -> None:
-        """Show ``scene``; the timeline spans its time range and keeps its frame."""
+    def set_scene(self, scene, source: str | None = None, title: str | None = None,
+                  caption: str | None = None) -> None:
+        """Show ``scene``; the timeline spans its time range and keeps its frame. ``title`` names it in the
+        viewer's bar (default: from the source, see :func:`scene_title`); ``caption`` says more about it
+        (what it is and how it was made; default: the title)."""
         self.scene = scene
         self.scene_source = source
+        self.scene_label = title or scene_title(scene, source)
+        self.scene_caption = caption or self.scene_label
         if scene is not None:
             self.timeline.time_range = tuple(float(v) for v in scene.time_range)
         if self.viewer is not None:
             self.viewer.show(scene, self.timeline.t)
             if hasattr(self.viewer, "set_label"):  # viser's panel bar names the scene instead of "Connected"
-                self.viewer.set_label(scene_title(scene, source))
+                self.viewer.set_label(self.scene_label)
         self.scene_changed.emit(scene)
 
-    def open_scene(self, directory: str | Path) -> None:
+    def open_scene(self, directory: str | Path, title: str | None = None, caption: str | None = None) -> None:
         """Load a saved scene folder (a run's result) into the viewer."""
         from renderers.scene import load_scene
 
@@ -591,7 +748,7 @@ class StudioModel:
             raise StudioError(str(err)) from None
         except Exception as err:
             raise StudioError(f"The scene in '{directory}' could not be loaded: {err}") from None
-        self.set_scene(scene, str(directory))
+        self.set_scene(scene, str(directory), title, caption)
 
     def _open_quietly(self, directory: str | None, title: str) -> None:
         if not directory:
@@ -633,7 +790,35 @@ class StudioModel:
                 raise StudioError(str(err)) from None
         self.camera = preset
 
+    # ------------------------------------------------------------ closing
+    def close_questions(self) -> CloseQuestions:
+        """What to ask before the studio closes (the window shows the questions, the model decides them)."""
+        return CloseQuestions(running=len(self.running_jobs()), unsaved=self.has_unsaved_changes())
+
+    def decide_running_jobs(self, keep: bool) -> None:
+        """The answer for running jobs on close: keep them running in the background (the studio exits once
+        they finish; the library shows their results next time) or cancel them with a checkpoint (they can
+        resume later)."""
+        self.keep_jobs_on_exit = bool(keep)
+
     # ------------------------------------------------------------ projects
+    def _project_key(self) -> tuple:
+        """What makes a project differ from its saved copy: runs, create form, scene, camera and playback
+        settings; not the scrubbed time (looking around is not an edit)."""
+        form = self.form
+        return (tuple(str(p) for p in self.project_runs_all()), form.pipeline, form.prompt, form.preset,
+                int(form.seed), tuple(sorted(form.inputs.items())), tuple(sorted(form.overrides.items())),
+                self.scene_source if _is_folder(self.scene_source) else None, self.camera,
+                float(self.timeline.fps), bool(self.timeline.loop))
+
+    def mark_saved(self) -> None:
+        """Take the current state as the saved one (after save, open, new project or the first-start example)."""
+        self._saved_key = self._project_key()
+
+    def has_unsaved_changes(self) -> bool:
+        """True when the project changed since it was last saved, opened or started."""
+        return self._project_key() != self._saved_key
+
     def project_runs_all(self) -> list[Path]:
         """The run folders the project holds: those it was opened with and every job of this session."""
         runs = list(self.project_runs)
@@ -667,6 +852,7 @@ class StudioModel:
         self.project_folder = written.parent
         self.project_runs = list(project.runs)
         remember_project(self.project_folder)
+        self.mark_saved()
         self.project_changed.emit()
         return self.project_folder
 
@@ -695,6 +881,7 @@ class StudioModel:
         timeline.set_time(project.view.t)
         self._time_moved()
         remember_project(self.project_folder)
+        self.mark_saved()
         self.project_changed.emit()
         return notes
 
@@ -705,6 +892,7 @@ class StudioModel:
         self.project_runs = []
         self.set_scene(None)
         self.set_camera("reset")
+        self.mark_saved()
         self.project_changed.emit()
 
     @staticmethod

@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         pump(app, 2.5)  # the client draws its first state after connecting (the grid fades in)
         save("empty", min_pixels=0)
         initial_scene(model, args.scene)
+        window.create_panel.write_form()  # the first-start example's method, prompt and preset
         model.set_frame(0)
         pump(app, 0.5)
         save("result")

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -113,6 +114,10 @@ class CreatePanel(QWidget):
         self.generate = QPushButton("Generate")
         self.generate.setDefault(True)
         self.generate.clicked.connect(self.window_.generate)
+        self.motions = QPushButton("Pick a motion first…")
+        self.motions.setToolTip("Draw a few short candidate clips from different seeds, then run the job "
+                                "with the motion you pick.")
+        self.motions.clicked.connect(self.window_.find_motions)
         form.addRow("Method", self.method)
         form.addRow("Prompt", self.prompt)
         form.addRow("", self.prompt_warning)
@@ -128,6 +133,7 @@ class CreatePanel(QWidget):
         self.advanced.toggled.connect(self._show_advanced)
         form.addRow(self.advanced)
         form.addRow(self.generate)
+        form.addRow(self.motions)
         pipelines = self.model.pipelines()
         for info in pipelines:
             self.method.addItem(info.title, info.name)
@@ -147,6 +153,7 @@ class CreatePanel(QWidget):
             for picker in self.pickers.values():
                 self.form.setRowVisible(picker, False)
             self.form.setRowVisible(self.advanced, False)
+            self.form.setRowVisible(self.motions, False)
             return
         self.model.form.pipeline = name
         self.preset.blockSignals(True)
@@ -157,6 +164,7 @@ class CreatePanel(QWidget):
         self.prompt.setEnabled("prompt" in inputs)
         for kind, picker in self.pickers.items():
             self.form.setRowVisible(picker, kind in inputs)
+        self.form.setRowVisible(self.motions, self.model.motion_kind(name) is not None)
         self._check_prompt()
 
     def _check_prompt(self) -> None:
@@ -595,6 +603,86 @@ class ExportDialog(QDialog):
             super().reject()
 
 
+class MotionGallery(QDialog):
+    """Candidate motions as looping clips, filled in as the model draws them; "Use this motion" starts the
+    full job with that clip's seed."""
+
+    COLUMNS = 2
+
+    def __init__(self, window: MainWindow, search) -> None:
+        super().__init__(window)
+        self.window_ = window
+        self.search = search
+        self.setWindowTitle("Pick a motion")
+        column = QVBoxLayout(self)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        column.addWidget(self.status)
+        grid_widget = QWidget()
+        self.grid = QGridLayout(grid_widget)
+        column.addWidget(grid_widget)
+        buttons = QHBoxLayout()
+        self.stop = QPushButton("Stop")
+        self.stop.clicked.connect(search.cancel)
+        close = QPushButton("Close")
+        close.clicked.connect(self.reject)
+        buttons.addStretch(1)
+        buttons.addWidget(self.stop)
+        buttons.addWidget(close)
+        column.addLayout(buttons)
+        #: One (clip label, frames as pixmaps, pick button) per candidate shown.
+        self.cards: list[tuple[QLabel, list[QPixmap], QPushButton]] = []
+        self._frame = 0
+        self._timer = QTimer(self)
+        self._timer.setInterval(125)  # 8 fps: slow enough to read a short clip's motion
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+        self._tick()
+
+    def _tick(self) -> None:
+        search = self.search
+        search.poll()
+        for candidate in search.candidates[len(self.cards):]:
+            self._add_card(candidate)
+        self._frame += 1
+        for label, frames, _ in self.cards:
+            label.setPixmap(frames[self._frame % len(frames)])
+        total = len(search.seeds)
+        if search.status == "running":
+            self.status.setText(f"Drawing candidate motions from {total} seeds… {len(self.cards)}/{total} ready.")
+        elif search.status == "failed":
+            self.status.setText(f"The candidate motions could not be drawn: {search.error}")
+        else:
+            self.status.setText(f"{len(self.cards)} candidate motions: pick one to run the full job with it.")
+        self.stop.setEnabled(search.status == "running")
+
+    def _add_card(self, candidate) -> None:
+        card = QWidget()
+        layout = QVBoxLayout(card)
+        clip = QLabel()
+        clip.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        frames = [to_pixmap(frame, 160) for frame in candidate.clip]
+        clip.setPixmap(frames[0])
+        caption = QLabel(f"seed {candidate.seed} · {len(frames)} frames")
+        caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        pick = QPushButton("Use this motion")
+        pick.clicked.connect(lambda _=False, seed=candidate.seed: self.pick(seed))
+        for widget in (clip, caption, pick):
+            layout.addWidget(widget)
+        index = len(self.cards)
+        self.grid.addWidget(card, index // self.COLUMNS, index % self.COLUMNS)
+        self.cards.append((clip, frames, pick))
+
+    def pick(self, seed: int) -> None:
+        if self.window_.pick_motion(seed, self.search) is not None:
+            self.accept()
+
+    def done(self, result: int) -> None:
+        self._timer.stop()
+        self.search.cancel()  # nothing more to draw once the gallery is gone
+        super().done(result)
+
+
 # ------------------------------------------------------------------------------------------ window
 class MainWindow(QMainWindow):
     def __init__(self, model: StudioModel, viewer_url: str | None, hide_browser_notices: bool = False) -> None:
@@ -647,6 +735,11 @@ class MainWindow(QMainWindow):
         model.scene_changed.connect(self._scene_changed)
         model.project_changed.connect(self._project_changed)
         self._project_changed()
+        #: What the scene in the viewer is (for the first-start example: how it was made), always in view.
+        self.scene_caption = QLabel()
+        self.scene_caption.setStyleSheet("color: #555; padding-right: 6px")
+        self.statusBar().addPermanentWidget(self.scene_caption)
+        self._scene_changed(model.scene)
         self.statusBar().showMessage("Ready")
 
     def _make_view(self, url: str | None) -> QWidget:
@@ -759,6 +852,24 @@ class MainWindow(QMainWindow):
         view = self.guarded(self.model.generate)
         if view is not None:
             self.statusBar().showMessage(f"Started {view.title}", 5000)
+
+    def find_motions(self) -> MotionGallery | None:
+        """Draw candidate motions for the form's job and show them in a gallery (non-modal)."""
+        self.create_panel.read_form()
+        search = self.guarded(self.model.find_motions)
+        if search is None:
+            return None
+        gallery = self.motion_gallery = MotionGallery(self, search)
+        gallery.open()
+        return gallery
+
+    def pick_motion(self, seed: int, search=None) -> JobView | None:
+        """Run the job the candidates of ``search`` (the latest when None) were drawn for, with motion ``seed``."""
+        view = self.guarded(self.model.pick_motion, seed, search)
+        if view is not None:
+            self.create_panel.write_form()  # the advanced motion_seed field now holds the pick
+            self.statusBar().showMessage(f"Started {view.title} with motion seed {seed}", 5000)
+        return view
 
     def set_input_image(self, path: str) -> bool:
         """Use ``path`` as the input image after checking it reads as a picture."""
@@ -874,26 +985,52 @@ class MainWindow(QMainWindow):
     def _scene_changed(self, scene) -> None:
         self._update_export_action()
         self.timeline_bar.refresh()
+        self.scene_caption.setText(self.model.scene_caption if scene is not None else "")
         if scene is not None:
-            self.statusBar().showMessage(f"Showing {self.model.scene_source or scene.kind}", 5000)
+            self.statusBar().showMessage(f"Showing {self.model.scene_label}", 5000)
 
-    def confirm_close(self, running: int) -> bool:
-        """Ask what to do with running jobs; False keeps the window open."""
+    def confirm_close(self) -> bool:
+        """Ask what the model says closing needs (save the project? cancel or keep running jobs?) and pass
+        the answers back to it; False keeps the window open."""
+        self.create_panel.read_form()
+        questions = self.model.close_questions()
+        if questions.unsaved:
+            answer = self.ask_save_changes()
+            if answer == "cancel" or (answer == "save" and not self.save_project()):
+                return False
+        if questions.running:
+            answer = self.ask_running_jobs(questions.running)
+            if answer == "cancel":
+                return False
+            self.model.decide_running_jobs(keep=answer == "keep")
+        return True
+
+    def ask_save_changes(self) -> str:
+        """``save``, ``discard`` or ``cancel`` (stay open)."""
+        folder = self.model.project_folder
+        box = QMessageBox(QMessageBox.Icon.Question, "fourd studio",
+                          f"Save the changes to the project {folder.name!r}?" if folder is not None
+                          else "Save this project before closing?", parent=self)
+        box.setInformativeText("Its runs, inputs and view settings are kept in a project folder.")
+        save = box.addButton(QMessageBox.StandardButton.Save)
+        discard = box.addButton(QMessageBox.StandardButton.Discard)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(save)
+        box.exec()
+        return {id(save): "save", id(discard): "discard"}.get(id(box.clickedButton()), "cancel")
+
+    def ask_running_jobs(self, running: int) -> str:
+        """``stop`` (cancel with a checkpoint), ``keep`` (running in the background) or ``cancel`` (stay open)."""
         box = QMessageBox(QMessageBox.Icon.Question, "fourd studio",
                           f"{running} job{'s are' if running > 1 else ' is'} still running.", parent=self)
         box.setInformativeText("Cancel them (they can resume later from their last checkpoint) "
-                               "or keep them running in the background?")
-        cancel = box.addButton("Cancel jobs", QMessageBox.ButtonRole.DestructiveRole)
+                               "or keep them running in the background (the studio exits when they finish)?")
+        stop = box.addButton("Cancel jobs", QMessageBox.ButtonRole.DestructiveRole)
         keep = box.addButton("Keep running", QMessageBox.ButtonRole.AcceptRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(keep)
         box.exec()
-        if box.clickedButton() is cancel:
-            self.model.shutdown(cancel_running=True)
-            return True
-        if box.clickedButton() is keep:
-            self.model.shutdown(cancel_running=False)
-            return True
-        return False
+        return {id(stop): "stop", id(keep): "keep"}.get(id(box.clickedButton()), "cancel")
 
     # ------------------------------------------------------------ drag and drop
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt API)
@@ -915,8 +1052,7 @@ class MainWindow(QMainWindow):
             super().keyPressEvent(event)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
-        running = self.model.running_jobs()
-        if running and self.confirm_on_close and not self.confirm_close(len(running)):
+        if self.confirm_on_close and not self.confirm_close():
             event.ignore()
             return
         self.poll_timer.stop()

@@ -36,6 +36,7 @@ def window(qtbot, viewer, tmp_path, monkeypatch):
     ensure_jobs_module(monkeypatch)
     model = StudioModel(viewer=viewer, runner=JobRunner(tmp_path / "runs"), registry=REGISTRY)
     win = MainWindow(model, viewer.url)
+    win.confirm_on_close = False  # tests that leave jobs or edits behind are not asked about them on teardown
     qtbot.addWidget(win)
     win.show()
     model.set_scene(BouncingBall(count=300), "demo")
@@ -277,3 +278,59 @@ def test_the_turntable_button_orbits_and_toggles_off(window, viewer):
     assert action.isChecked() and viewer.turntable_on and window.model.camera == "turntable"
     action.trigger()
     assert not action.isChecked() and not viewer.turntable_on and window.model.camera == "reset"
+
+
+def answer_dialogs(monkeypatch, answers: list[str]) -> list[str]:
+    """Make each QMessageBox.exec click the button with the next text in ``answers``; the questions asked."""
+    from PySide6.QtWidgets import QMessageBox
+
+    asked = []
+
+    def exec_(box):
+        asked.append(box.text())
+        wanted = answers.pop(0)
+        button = next(b for b in box.buttons() if b.text().replace("&", "") == wanted)
+        button.click()
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", exec_)
+    return asked
+
+
+def test_closing_asks_to_save_and_about_running_jobs(window, qtbot, monkeypatch, tmp_path):
+    monkeypatch.setenv("FOURD_HOME", str(tmp_path / "home"))
+    panel = window.create_panel
+    panel.prompt.setPlainText("a blue ball")
+    panel.preset.setCurrentText("standard")  # 40 steps of 50 ms: still running when the window closes
+    window.generate()
+    window.confirm_on_close = True
+    asked = answer_dialogs(monkeypatch, ["Cancel"])
+    assert not window.close() and window.isVisible()  # cancelled at the first question
+    assert asked == ["Save this project before closing?"]
+
+    asked = answer_dialogs(monkeypatch, ["Save", "Keep running"])
+    monkeypatch.setattr("studio.window.QFileDialog.getExistingDirectory", lambda *a: str(tmp_path / "kept"))
+    assert window.close() and not window.isVisible()
+    assert asked == ["Save this project before closing?", "1 job is still running."]
+    assert (tmp_path / "kept" / "project.toml").is_file() and window.model.keep_jobs_on_exit
+    assert window.model.jobs[0].status in ("queued", "running")  # not cancelled: it runs in the background
+    window.model.shutdown()  # what the app does after the window closes: waits for the kept job
+    qtbot.waitUntil(lambda: window.model.jobs[0].status == "done", timeout=20_000)
+    window.confirm_on_close = False
+
+
+def test_closing_a_saved_project_with_a_job_can_cancel_it(window, qtbot, monkeypatch, tmp_path):
+    monkeypatch.setenv("FOURD_HOME", str(tmp_path / "home"))
+    panel = window.create_panel
+    panel.prompt.setPlainText("a blue ball")
+    panel.preset.setCurrentText("standard")
+    window.generate()
+    assert window.save_project_as(str(tmp_path / "p"))
+    window.confirm_on_close = True
+    asked = answer_dialogs(monkeypatch, ["Cancel jobs"])
+    assert window.close()
+    assert asked == ["1 job is still running."]  # saved: nothing to save
+    assert not window.model.keep_jobs_on_exit  # the app's shutdown cancels it (test_studio_close checks that)
+    window.model.cancel(window.model.jobs[0])
+    qtbot.waitUntil(lambda: window.model.jobs[0].status == "cancelled", timeout=20_000)
+    window.confirm_on_close = False

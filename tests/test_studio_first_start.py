@@ -1,0 +1,85 @@
+"""First start: the studio opens on a prompt the bundled prior knows and on a result that job really gave."""
+
+from __future__ import annotations
+
+import torch
+
+from studio import first_start
+from studio.model import StudioModel, unknown_prompt_words
+
+
+class RecordingViewer:
+    def __init__(self) -> None:
+        self.shown, self.labels = [], []
+
+    def show(self, scene, t):
+        self.shown.append((scene, t))
+
+    def set_time(self, t):
+        pass
+
+    def set_label(self, text):
+        self.labels.append(text)
+
+
+def test_the_studio_opens_on_the_shipped_example_ready_to_generate(monkeypatch, tmp_path):
+    monkeypatch.setenv("FOURD_HOME", str(tmp_path / "home"))
+    model = StudioModel(viewer=RecordingViewer())
+    caption = first_start.apply(model)
+    info = first_start.about()
+    assert info["pipeline"] == first_start.EXAMPLE.pipeline and info["preset"] == "preview"
+    assert caption.startswith("Example: 4D-fy preview result for 'a red ball bouncing'") and "voxels" in caption
+    assert model.scene_caption == caption and model.viewer.labels[-1] == "Example · 4D-fy preview"
+    assert model.scene.kind == "voxels" and model.scene.frames > 1
+    assert (model.form.pipeline, model.form.prompt, model.form.preset) == ("text-to-4d", "a red ball bouncing",
+                                                                           "preview")
+    assert not unknown_prompt_words(model.form.prompt)  # the bundled prior knows every word
+    assert not model.has_unsaved_changes()  # nothing to save on a first start that changed nothing
+    spec = model.build_spec()  # one click: the form is a valid job for the bundled priors
+    info = model.pipeline_info()
+    if info.preflight:
+        from pipelines.registry import resolve
+
+        resolve(info.preflight)(spec.inputs, spec.config, spec.priors)  # raises when a prior is missing
+
+
+def test_the_shipped_scene_is_small_and_shows_the_red_object():
+    from renderers.cameras import orbit_cameras
+
+    folder = first_start.example_folder()
+    assert folder is not None
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 600_000
+    model = StudioModel()
+    model.open_scene(folder / "scene")
+    with torch.no_grad():
+        out = model.scene.render(orbit_cameras(2.7, 20.0, 30.0, 40.0, 48, 48), 0.5)
+    covered = out.alpha[0, ..., 0] > 0.5
+    assert 0.05 < covered.float().mean() < 0.8  # an object in frame, not empty, not a wall
+    red = out.rgb[0][covered]
+    assert (red[:, 0] > 2 * red[:, 1]).float().mean() > 0.9  # "a red ball"
+
+
+def test_field_to_voxels_keeps_a_field_scene_s_look():
+    from renderers.cameras import orbit_cameras
+    from renderers.field_scene import FieldScene
+
+    field_scene = FieldScene.create("small", seed=3)  # the blob density prior: a soft sphere at the centre
+    voxels = first_start.field_to_voxels(field_scene, resolution=16, frames=2)
+    assert voxels.frames == 2 and voxels.resolution == (16, 16, 16)
+    cams = orbit_cameras(2.7, 20.0, 30.0, 40.0, 32, 32)
+    with torch.no_grad():
+        a, b = field_scene.render(cams, 0.0).alpha, voxels.render(cams, 0.0).alpha
+    assert (a > 0.5).any() and ((a > 0.5) == (b > 0.5)).float().mean() > 0.9
+
+
+def test_without_the_shipped_scene_the_demo_ball_stands_in(monkeypatch):
+    monkeypatch.setattr(first_start, "example_folder", lambda: None)
+    model = StudioModel(viewer=RecordingViewer())
+    caption = first_start.apply(model)
+    assert caption == "Example: an analytic bouncing ball (not generated)" and model.scene.kind == "demo-ball"
+
+
+def test_the_module_prints_the_caption(capsys):
+    assert first_start.main([]) == 0
+    assert "Example:" in capsys.readouterr().out
