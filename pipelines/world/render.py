@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipelines.world.grammar import WorldSpec
-from pipelines.world.sdf import LOCAL_BOX, LOCAL_SDF, Pose, pose_at, sdf_capsules, to_local, world_sdf
+from pipelines.world.sdf import LOCAL_BOX, LOCAL_SDF, Pose, pose_at, to_local, world_sdf
 from renderers.cameras import Cameras
 
 HIT_EPS = 1e-4
@@ -90,145 +90,217 @@ def _times_for(cameras: Cameras, t: float | Tensor) -> Tensor:
     return times
 
 
-def _pose_parts(pose: Pose, frame: Tensor | None, n: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Rotation ``[N, 3, 3]`` (or ``[1, 3, 3]``), centre and scale of each of ``n`` rays' poses."""
-    if frame is None or len(pose) == 1:
-        return pose.rotation[:1], pose.centre[:1], pose.scale[:1]
-    return pose.rotation[frame], pose.centre[frame], pose.scale[frame]
+@dataclass
+class _Capsules:
+    """The walker's limb capsules at each pose frame, laid out for the SDF: ends ``a`` and ``b - a`` packed as
+    ``ab`` ``[F, K, 6]``, ``inv`` = 1 / |b - a|^2 ``[F, K]``, radii ``r`` ``[K]``."""
+
+    ab: Tensor
+    inv: Tensor
+    r: Tensor
 
 
-def _segments(pose: Pose, frame: Tensor | None) -> tuple[Tensor, Tensor, Tensor] | None:
+def _capsules(pose: Pose) -> _Capsules | None:
     if pose.seg_a is None:
         return None
-    if frame is None or len(pose) == 1:
-        return pose.seg_a[0], pose.seg_b[0], pose.seg_r
-    return pose.seg_a[frame], pose.seg_b[frame], pose.seg_r
+    ba = pose.seg_b - pose.seg_a
+    return _Capsules(torch.cat([pose.seg_a, ba], -1), 1.0 / (ba * ba).sum(-1).clamp(min=1e-12), pose.seg_r)
 
 
-def _select(segments, mask: Tensor):
-    """The per-ray walker segments of the rays in ``mask`` (shared segments pass through)."""
-    if segments is None or segments[0].ndim == 2:
-        return segments
-    return segments[0][mask], segments[1][mask], segments[2]
+def _sdf(shape: str, q: Tensor, capsules: _Capsules | None, frame: Tensor | None) -> Tensor:
+    """Local signed distance ``[N]`` of points ``q`` ``[N, 3]``; ``frame`` ``[N]`` picks the walker's pose of each
+    point (None: pose 0). The capsule union is ``sdf_capsules`` with b - a and its inverse length precomputed."""
+    if capsules is None:
+        return LOCAL_SDF[shape](q)
+    ab = capsules.ab[0] if frame is None else capsules.ab[frame]
+    inv = capsules.inv[0] if frame is None else capsules.inv[frame]
+    a, ba = ab[..., :3], ab[..., 3:]
+    pa = q[:, None, :] - a
+    h = ((pa * ba).sum(-1) * inv).clamp_(0, 1)
+    return ((pa - ba * h[..., None]).norm(dim=-1) - capsules.r).amin(-1)
 
 
-def _sdf(shape: str, q: Tensor, segments) -> Tensor:
-    if segments is not None:
-        return sdf_capsules(q, *segments)
-    return LOCAL_SDF[shape](q)
+def _rotate(v: Tensor, rot: Tensor) -> Tensor:
+    """``v @ rot`` row by row: ``v`` ``[N, 3]``, ``rot`` ``[3, 3]`` or ``[N, 3, 3]`` (world to local)."""
+    if rot.ndim == 2:
+        return v @ rot
+    return (v[:, :, None] * rot).sum(1)
 
 
-def trace(shape: str, pose: Pose, origins: Tensor, dirs: Tensor, frame: Tensor | None,
-          max_steps: int = MAX_STEPS, hit_eps: float = HIT_EPS, cone: float = 0.0) -> Tensor:
-    """Sphere-trace rays ``[N, 3]`` (unit ``dirs``) against the posed shape; ray parameter ``[N]`` of the hit,
-    ``inf`` for a miss. ``frame`` ``[N]`` picks each ray's pose (None: pose 0 for all).
+def _unrotate(v: Tensor, rot: Tensor) -> Tensor:
+    """``rot @ v`` row by row (local to world)."""
+    if rot.ndim == 2:
+        return v @ rot.T
+    return (rot * v[:, None, :]).sum(2)
 
-    Rays are moved into the shape's local frame once (rotation and uniform scale keep the SDF exact), so each
-    step is one local SDF evaluation. A ray counts as hitting once it is within ``cone`` times its length of
-    the surface (a fraction of a pixel: rays grazing a silhouette stop there instead of creeping along it);
-    up to ``REFINE_STEPS`` more steps then bring it within ``hit_eps`` (frontal hits converge in one or two),
-    and rays that do not converge passed the surface without touching it.
+
+def _frame_of(pose: Pose, camera: Tensor) -> Tensor | None:
+    """Each ray's pose frame ``[N]`` from its camera index (None where all cameras share pose 0)."""
+    return None if len(pose) == 1 else camera
+
+
+def _rotation(pose: Pose, frame: Tensor | None) -> Tensor:
+    return pose.rotation[0] if frame is None else pose.rotation[frame]
+
+
+def _to_local_rays(pose: Pose, origins: Tensor, dirs: Tensor, frame: Tensor | None) -> tuple[Tensor, Tensor]:
+    """World rays ``[N, 3]`` into the local frames of their poses; rotation and uniform scale keep the SDF exact,
+    so a ray's parameter in local units times the scale is its world parameter."""
+    rot = _rotation(pose, frame)
+    centre = pose.centre[0] if frame is None else pose.centre[frame]
+    scale = pose.scale[0] if frame is None else pose.scale[frame][:, None]
+    return _rotate(origins - centre, rot) / scale, _rotate(dirs, rot)
+
+
+def _march(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, frame: Tensor | None, eps: float,
+           cone: float, max_steps: int) -> tuple[Tensor, Tensor]:
+    """Sphere-trace local rays ``[N, 3]`` from where they enter the local box until each comes within ``cone``
+    times its length of the surface (at least ``eps``), leaves the box or runs out of steps. Returns the
+    ray indices ``[M]`` that did not leave the box and their parameters ``[M]``.
+
+    The working set is one packed tensor (origin, direction, t, t_far, ray index, frame) so that dropping
+    finished rays costs one gather per step, and each step is one SDF evaluation of the live rays only.
     """
-    n = origins.shape[0]
-    rot, centre, scale = _pose_parts(pose, frame, n)
-    o_local = torch.einsum("ni,nij->nj", origins - centre, rot.expand(n, 3, 3)) / scale[:, None].expand(n, 1)
-    d_local = torch.einsum("ni,nij->nj", dirs, rot.expand(n, 3, 3))
-    # Enter/leave the local bounding box (slab test); distances below are local until the end.
     lo, hi = (torch.tensor(corner) for corner in LOCAL_BOX[shape])
-    inv = 1.0 / torch.where(d_local.abs() < 1e-12, torch.full_like(d_local, 1e-12), d_local)
-    t0, t1 = (lo - 1e-3 - o_local) * inv, (hi + 1e-3 - o_local) * inv
+    inv = 1.0 / torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
+    t0, t1 = (lo - 1e-3 - o) * inv, (hi + 1e-3 - o) * inv
     near = torch.minimum(t0, t1).amax(-1).clamp(min=0)
     far = torch.maximum(t0, t1).amin(-1)
-    result = torch.full((n,), math.inf)
-    idx = torch.nonzero(far > near).squeeze(1)
-    o, d, t, t_far = o_local[idx], d_local[idx], near[idx], far[idx]
-    seg_frame = None if frame is None or len(pose) == 1 else frame[idx]
-    segments = _segments(pose, seg_frame)
-    local_eps = hit_eps / float(pose.scale.min())
-    pending_idx, pending_t = [], []  # rays within the cone, resolved together after the loop (fewer small ops)
+    columns = [o, d, near[:, None], far[:, None], torch.arange(o.shape[0], dtype=torch.float32)[:, None]]
+    per_ray = capsules is not None and frame is not None
+    if per_ray:
+        columns.append(frame.float()[:, None])
+    state = torch.cat(columns, 1)[far > near]  # indices as float: exact below 2^24 rays
+    pending = []
     for _ in range(max_steps):
-        if idx.numel() == 0:
+        if state.shape[0] == 0:
             break
-        dist = _sdf(shape, torch.addcmul(o, d, t[:, None]), segments)
-        t = t + dist
-        hit = dist < torch.clamp(cone * t, min=local_eps)
-        done = hit | (t > t_far)
+        t = state[:, 6]
+        dist = _sdf(shape, torch.addcmul(state[:, :3], state[:, 3:6], t[:, None]), capsules,
+                    state[:, 9].long() if per_ray else None)
+        t += dist  # in place, in the packed state
+        hit = dist < (cone * t).clamp_(min=eps)
+        done = hit | (t > state[:, 7])
         if bool(done.any()):
-            pending_idx.append(idx[hit])
-            pending_t.append(t[hit])
-            keep = ~done
-            idx, o, d, t, t_far = idx[keep], o[keep], d[keep], t[keep], t_far[keep]
-            segments = _select(segments, keep)
+            pending.append(state[hit][:, 6:9:2])
+            state = state[~done]
     # Rays still stepping after max_steps are creeping along a surface: resolve them like the others.
-    pending_idx.append(idx)
-    pending_t.append(t)
-    idx, t = torch.cat(pending_idx), torch.cat(pending_t)
-    if idx.numel():
-        segments = _segments(pose, None if frame is None or len(pose) == 1 else frame[idx])
-        t_hit, is_hit = _resolve(shape, o_local[idx], d_local[idx], t, segments, local_eps)
-        result[idx[is_hit]] = t_hit[is_hit]
-    return result * scale.expand(n)
+    pending.append(state[:, 6:9:2])
+    rows = torch.cat(pending)
+    return rows[:, 1].long(), rows[:, 0]
 
 
-def _resolve(shape: str, o: Tensor, d: Tensor, t: Tensor, segments, eps: float) -> tuple[Tensor, Tensor]:
-    """Decide rays that came within the cone of the surface: did they hit it, and where exactly?
+def _resolve(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, t: Tensor, frame: Tensor | None,
+             eps: float) -> tuple[Tensor, Tensor]:
+    """Decide rays ``[M]`` that came within the cone of the surface: did they hit it, and where exactly?
 
     Plain sphere tracing crawls along a silhouette, and a ray that passes the surface just outside looks
     the same as one that grazes it. Over-relaxed steps (``RELAX`` times the distance) settle it: a hit
     crosses the surface (the distance turns negative; a secant step and exact SDF steps then land on it),
-    a miss passes its closest approach (the distance grows). Returns ``t`` ``[M]`` and ``hit`` ``[M]``.
+    a miss passes its closest approach (the distance grows). Returns the hit rows ``[H]`` (into ``t``) and
+    their parameters ``[H]``.
     """
     m = t.shape[0]
-    t_out, hit = t.clone(), torch.zeros(m, dtype=torch.bool)
-    live = torch.arange(m)
-    dist = _sdf(shape, torch.addcmul(o, d, t[:, None]), segments)
+    per_ray = capsules is not None and frame is not None
+    dist = _sdf(shape, torch.addcmul(o, d, t[:, None]), capsules, frame)
+    columns = [o, d, t[:, None], dist[:, None], torch.arange(m, dtype=torch.float32)[:, None]]
+    if per_ray:
+        columns.append(frame.float()[:, None])
+    state = torch.cat(columns, 1)
+    settled_rows = []
     for _ in range(REFINE_STEPS):
-        if live.numel() == 0:
+        if state.shape[0] == 0:
             break
+        t, dist = state[:, 6], state[:, 7]
         t_new = t + RELAX * dist
-        d_new = _sdf(shape, torch.addcmul(o, d, t_new[:, None]), segments)
-        converged = d_new.abs() < eps
+        d_new = _sdf(shape, torch.addcmul(state[:, :3], state[:, 3:6], t_new[:, None]), capsules,
+                     state[:, 9].long() if per_ray else None)
         crossed = d_new < 0
-        receding = (d_new >= dist) & ~converged & ~crossed
-        settled = converged | crossed
+        settled = (d_new.abs() < eps) | crossed
+        receding = (d_new >= dist) & ~settled
         if bool(settled.any()):
             secant = t + dist * (t_new - t) / (dist - d_new).clamp(min=1e-12)
-            ts = torch.where(crossed, secant, t_new)[settled]
-            so, sd, sseg = o[settled], d[settled], _select(segments, settled)
-            for _ in range(2):  # exact SDF steps from either side converge onto the crossing
-                ts = ts + _sdf(shape, torch.addcmul(so, sd, ts[:, None]), sseg)
-            t_out[live[settled]] = ts
-            hit[live[settled]] = True
-        keep = ~(settled | receding)
-        live, o, d, t, dist = live[keep], o[keep], d[keep], t_new[keep], d_new[keep]
-        segments = _select(segments, keep)
-    return t_out, hit
+            ts = torch.where(crossed, secant, t_new)
+            settled_rows.append(torch.stack([ts[settled], state[settled, 8]], 1))
+        state[:, 6], state[:, 7] = t_new, d_new
+        state = state[~(settled | receding)]
+    if not settled_rows:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    rows = torch.cat(settled_rows)
+    row, ts = rows[:, 1].long(), rows[:, 0]
+    so, sd, sf = o[row], d[row], None if frame is None else frame[row]
+    for _ in range(2):  # exact SDF steps from either side converge onto the crossing
+        ts = ts + _sdf(shape, torch.addcmul(so, sd, ts[:, None]), capsules, sf)
+    return row, ts
+
+
+def _trace_local(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, frame: Tensor | None, eps: float,
+                 cone: float, max_steps: int = MAX_STEPS) -> tuple[Tensor, Tensor]:
+    """Hit ray indices ``[H]`` of local rays ``[N, 3]`` (unit ``d``) and their local ray parameters ``[H]``.
+
+    A ray counts as hitting once it is within ``cone`` times its length of the surface (a fraction of a
+    pixel: rays grazing a silhouette stop there instead of creeping along it); up to ``REFINE_STEPS`` more
+    steps then bring it within ``eps`` (frontal hits converge in one or two), and rays that do not
+    converge passed the surface without touching it.
+    """
+    ray, t = _march(shape, capsules, o, d, frame, eps, cone, max_steps)
+    if ray.numel() == 0:
+        return ray, t
+    row, t_hit = _resolve(shape, capsules, o[ray], d[ray], t, None if frame is None else frame[ray], eps)
+    return ray[row], t_hit
+
+
+def trace(shape: str, pose: Pose, origins: Tensor, dirs: Tensor, frame: Tensor | None,
+          max_steps: int = MAX_STEPS, hit_eps: float = HIT_EPS, cone: float = 0.0) -> Tensor:
+    """Sphere-trace world rays ``[N, 3]`` (unit ``dirs``) against the posed shape; ray parameter ``[N]`` of the
+    hit, ``inf`` for a miss. ``frame`` ``[N]`` picks each ray's pose (None: pose 0 for all)."""
+    frame = None if len(pose) == 1 else frame
+    o, d = _to_local_rays(pose, origins, dirs, frame)
+    ray, t = _trace_local(shape, _capsules(pose), o, d, frame, hit_eps / float(pose.scale.min()), cone, max_steps)
+    result = torch.full((origins.shape[0],), math.inf)
+    scale = pose.scale[0] if frame is None else pose.scale[frame[ray]]
+    result[ray] = t * scale
+    return result
+
+
+def _local_gradient(shape: str, capsules: _Capsules | None, q: Tensor, frame: Tensor | None,
+                    step: float) -> Tensor:
+    """Central-difference gradient ``[N, 3]`` (unnormalised, times 2 ``step``) of the local SDF at ``q``."""
+    n = q.shape[0]
+    offsets = torch.eye(3) * step
+    probe = torch.cat([q[None] + offsets[:, None], q[None] - offsets[:, None]]).reshape(-1, 3)
+    d = _sdf(shape, probe, capsules, None if frame is None else frame.repeat(6)).reshape(6, n)
+    return (d[:3] - d[3:]).T
+
+
+def _unit(v: Tensor) -> Tensor:
+    return v / v.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
 def normals(shape: str, pose: Pose, points: Tensor, frame: Tensor | None) -> Tensor:
     """Unit world normals ``[N, 3]`` by central differences of the local SDF, rotated to world."""
-    n = points.shape[0]
-    rot, _, _ = _pose_parts(pose, frame, n)
+    frame = None if len(pose) == 1 else frame
     q = to_local(pose, points, frame)
-    offsets = torch.eye(3) * (NORMAL_STEP / float(pose.scale.min()))
-    probe = torch.cat([q[None] + offsets[:, None], q[None] - offsets[:, None]]).reshape(-1, 3)
-    segments = _segments(pose, None if frame is None or len(pose) == 1 else frame.repeat(6))
-    d = _sdf(shape, probe, segments).reshape(6, n)
-    grad = torch.einsum("nj,nij->ni", (d[:3] - d[3:]).T, rot.expand(n, 3, 3))
-    return grad / grad.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    grad = _local_gradient(shape, _capsules(pose), q, frame, NORMAL_STEP / float(pose.scale.min()))
+    return _unit(_unrotate(grad, _rotation(pose, frame)))
+
+
+def _albedo_local(spec: WorldSpec, q: Tensor) -> Tensor:
+    base = torch.tensor(spec.albedo)
+    if spec.shape == "walker":
+        return base.expand(q.shape[0], 3)
+    wave = torch.sin(2 * math.pi * q).prod(-1)
+    dark = 0.5 + 0.5 * (4 * wave).clamp(-1, 1)
+    return base * (1 - PATTERN_CONTRAST * dark)[:, None]
 
 
 def albedo_at(spec: WorldSpec, pose: Pose, points: Tensor, frame: Tensor | None) -> Tensor:
     """Surface colour ``[N, 3]``: the palette colour with a faint soft checker fixed to the object (local
     frame), which makes a spinning sphere visibly spin. Its edges are smooth so that it needs no
     anti-aliasing. The walker's limbs move through its frame, so it has none."""
-    base = torch.tensor(spec.albedo)
     if spec.shape == "walker":
-        return base.expand(points.shape[0], 3)
-    q = to_local(pose, points, frame)
-    wave = torch.sin(2 * math.pi * q).prod(-1)
-    dark = 0.5 + 0.5 * (4 * wave).clamp(-1, 1)
-    return base * (1 - PATTERN_CONTRAST * dark)[:, None]
+        return _albedo_local(spec, points)
+    return _albedo_local(spec, to_local(pose, points, frame))
 
 
 def shade(spec: WorldSpec, albedo: Tensor, normal: Tensor, view_dirs: Tensor | None) -> Tensor:
@@ -247,33 +319,46 @@ def shade(spec: WorldSpec, albedo: Tensor, normal: Tensor, view_dirs: Tensor | N
     return rgb.clamp(0, 1)
 
 
-def _shade_rays(spec: WorldSpec, pose: Pose, origins: Tensor, dirs: Tensor, frame: Tensor | None,
-                forward: Tensor, cone: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Trace and shade rays ``[N, 3]``: rgb ``[N, 3]`` (0 on a miss), hit ``[N]`` bool, depth ``[N]`` (camera z
-    along ``forward`` ``[N, 3]``), normal ``[N, 3]``."""
-    t = trace(spec.shape, pose, origins, dirs, frame, cone=cone)
-    hit = torch.isfinite(t)
-    n = origins.shape[0]
-    rgb, depth, normal = torch.zeros(n, 3), torch.zeros(n), torch.zeros(n, 3)
-    if bool(hit.any()):
-        sel = torch.nonzero(hit).squeeze(1)
-        f = None if frame is None else frame[sel]
-        points = origins[sel] + dirs[sel] * t[sel, None]
-        nrm = normals(spec.shape, pose, points, f)
-        rgb[sel] = shade(spec, albedo_at(spec, pose, points, f), nrm, dirs[sel])
-        normal[sel] = nrm
-        depth[sel] = t[sel] * (dirs[sel] * forward[sel]).sum(-1)
+def _shade_rays(spec: WorldSpec, pose: Pose, capsules: _Capsules | None, o: Tensor, d: Tensor, dirs: Tensor,
+                camera: Tensor, forward: Tensor, cone: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Trace and shade rays given in local (``o``, ``d``) and world (``dirs``) frames, ``[N, 3]`` each, of cameras
+    ``camera`` ``[N]`` looking along ``forward`` ``[C, 3]``: rgb ``[N, 3]`` (0 on a miss), hit ``[N]`` bool,
+    depth ``[N]`` (camera z), world normal ``[N, 3]``."""
+    frame = _frame_of(pose, camera)
+    min_scale = float(pose.scale.min())
+    ray, t = _trace_local(spec.shape, capsules, o, d, frame, HIT_EPS / min_scale, cone)
+    n = o.shape[0]
+    rgb, hit, depth, normal = torch.zeros(n, 3), torch.zeros(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n, 3)
+    if ray.numel():
+        f = None if frame is None else frame[ray]
+        q = torch.addcmul(o[ray], d[ray], t[:, None])
+        grad = _local_gradient(spec.shape, capsules, q, f, NORMAL_STEP / min_scale)
+        nrm = _unit(_unrotate(grad, _rotation(pose, f)))
+        ray_dirs = dirs[ray]
+        rgb[ray] = shade(spec, _albedo_local(spec, q), nrm, ray_dirs)
+        normal[ray] = nrm
+        hit[ray] = True
+        scale = pose.scale[0] if f is None else pose.scale[f]
+        depth[ray] = t * scale * (ray_dirs * forward[camera[ray]]).sum(-1)
     return rgb, hit, depth, normal
 
 
-def _edge_pixels(alpha: Tensor, rgb: Tensor, depth: Tensor) -> Tensor:
+def _pool3(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Max and min ``[C, H, W]`` over each pixel's 3x3 neighbourhood (edge pixels see only their image)."""
+    p = F.pad(x[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    out = []
+    for fn in (torch.maximum, torch.minimum):
+        r = fn(fn(p[:, :, :-2], p[:, :, 1:-1]), p[:, :, 2:])
+        out.append(fn(fn(r[:, :-2], r[:, 1:-1]), r[:, 2:]))
+    return out[0], out[1]
+
+
+def _edge_pixels(alpha: Tensor, depth: Tensor) -> Tensor:
     """Pixels ``[C, H, W]`` whose 3x3 neighbourhood holds a silhouette or a depth jump (the surface pattern is
     smooth and needs none)."""
-    a = alpha[:, None]
-    mixed = (F.max_pool2d(a, 3, 1, 1) - (-F.max_pool2d(-a, 3, 1, 1))) > 0
-    d = depth[:, None]
-    d_jump = (F.max_pool2d(d, 3, 1, 1) + F.max_pool2d(-d, 3, 1, 1)) > 0.03 * d.clamp(min=1e-3)
-    return (mixed | d_jump)[:, 0]
+    a_max, a_min = _pool3(alpha)
+    d_max, d_min = _pool3(depth)
+    return (a_max > a_min) | (d_max - d_min > 0.03 * depth.clamp(min=1e-3))
 
 
 def render_world(spec: WorldSpec, cameras: Cameras, t: float | Tensor = 0.0, *, antialias: bool = True,
@@ -288,20 +373,28 @@ def _render(spec: WorldSpec, cameras: Cameras, t: float | Tensor, antialias: boo
     cameras = cameras.to("cpu", torch.float32)
     times = _times_for(cameras, t)
     pose = pose_at(spec, times) if pose is None else pose
+    capsules = _capsules(pose)
     c, h, w = len(cameras), cameras.height, cameras.width
     origins, dirs = cameras.rays()
-    origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-    camera_of_ray = torch.arange(c).repeat_interleave(h * w)
-    frame = None if len(pose) == 1 else camera_of_ray
-    forward_per_cam = cameras.c2w[:, :3, 2]
-    forward = forward_per_cam[camera_of_ray]
+    dirs = dirs.reshape(c, h * w, 3)
+    # Rays into each camera's local frame with one matrix product per camera (all its rays share a pose).
+    eye = cameras.c2w[:, :3, 3]
+    if len(pose) == 1:
+        o_cam = (eye - pose.centre[0]) @ pose.rotation[0] / pose.scale[0]
+        d_local = dirs.reshape(-1, 3) @ pose.rotation[0]
+    else:
+        o_cam = torch.bmm((eye - pose.centre)[:, None], pose.rotation)[:, 0] / pose.scale[:, None]
+        d_local = torch.bmm(dirs, pose.rotation).reshape(-1, 3)
+    o_local = o_cam[:, None].expand(c, h * w, 3).reshape(-1, 3)
+    camera = torch.arange(c).repeat_interleave(h * w)
+    forward = cameras.c2w[:, :3, 2]
     cone = CONE_PIXELS / float(cameras.K[:, 0, 0].max())
-    rgb, hit, depth, normal = _shade_rays(spec, pose, origins, dirs, frame, forward, cone)
+    rgb, hit, depth, normal = _shade_rays(spec, pose, capsules, o_local, d_local, dirs.reshape(-1, 3), camera,
+                                          forward, cone)
     rgb, alpha = rgb.reshape(c, h, w, 3), hit.float().reshape(c, h, w)
     depth, normal = depth.reshape(c, h, w), normal.reshape(c, h, w, 3)
     if antialias:
-        edge = _edge_pixels(alpha, rgb, depth)
-        cam_i, y, x = torch.nonzero(edge, as_tuple=True)
+        cam_i, y, x = torch.nonzero(_edge_pixels(alpha, depth), as_tuple=True)
         if cam_i.numel():
             k = len(_SUBSAMPLES)
             offsets = torch.tensor(_SUBSAMPLES)
@@ -311,27 +404,24 @@ def _render(spec: WorldSpec, cameras: Cameras, t: float | Tensor, antialias: boo
             K, c2w = cameras.K[cam_k], cameras.c2w[cam_k]
             cam_dirs = torch.stack([(u.reshape(-1) - K[:, 0, 2]) / K[:, 0, 0],
                                     (v.reshape(-1) - K[:, 1, 2]) / K[:, 1, 1], torch.ones(u.numel())], -1)
-            sub_dirs = torch.einsum("nij,nj->ni", c2w[:, :3, :3], cam_dirs)
-            sub_dirs = sub_dirs / sub_dirs.norm(dim=-1, keepdim=True)
-            sub_origins = c2w[:, :3, 3]
-            sub_frame = None if frame is None else cam_k
-            s_rgb, s_hit, s_depth, s_normal = _shade_rays(spec, pose, sub_origins, sub_dirs, sub_frame,
-                                                          forward_per_cam[cam_k], cone)
+            sub_dirs = _unit(_unrotate(cam_dirs, c2w[:, :3, :3]))
+            sub_frame = _frame_of(pose, cam_k)
+            sub_o, sub_d = _to_local_rays(pose, c2w[:, :3, 3], sub_dirs, sub_frame)
+            s_rgb, s_hit, s_depth, s_normal = _shade_rays(spec, pose, capsules, sub_o, sub_d, sub_dirs, cam_k,
+                                                          forward, cone)
             s_rgb, s_hit = s_rgb.reshape(-1, k, 3), s_hit.float().reshape(-1, k)
             s_depth, s_normal = s_depth.reshape(-1, k), s_normal.reshape(-1, k, 3)
             centre_hit = alpha[cam_i, y, x]
             n_samples = k + 1
             rgb[cam_i, y, x] = (rgb[cam_i, y, x] + s_rgb.sum(1)) / n_samples
-            hits = centre_hit + s_hit.sum(1)
-            alpha[cam_i, y, x] = hits / n_samples
+            sub_hits = s_hit.sum(1)
+            alpha[cam_i, y, x] = (centre_hit + sub_hits) / n_samples
             # Depth and normal stay point samples of the pixel centre where it hits (exact, and no blend of
             # two surfaces across a depth jump); a centre that misses takes the mean of its sub-samples' hits.
             centre_missed = centre_hit == 0
-            sub_hits = s_hit.sum(1)
             mean_depth = s_depth.sum(1) / sub_hits.clamp(min=1)
             depth[cam_i, y, x] = torch.where(centre_missed, mean_depth, depth[cam_i, y, x])
-            mean_normal = s_normal.sum(1)
-            mean_normal = mean_normal / mean_normal.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            mean_normal = _unit(s_normal.sum(1))
             normal[cam_i, y, x] = torch.where(centre_missed[:, None], mean_normal, normal[cam_i, y, x])
     return WorldRender(rgb, alpha[..., None], depth[..., None], normal)
 
