@@ -92,11 +92,10 @@ def _times_for(cameras: Cameras, t: float | Tensor) -> Tensor:
 
 @dataclass
 class _Capsules:
-    """The walker's limb capsules at each pose frame, laid out for the SDF: ends ``a`` and ``b - a`` packed as
-    ``ab`` ``[F, K, 6]``, ``inv`` = 1 / |b - a|^2 ``[F, K]``, radii ``r`` ``[K]``."""
+    """The walker's limb capsules at each pose frame, laid out for the SDF: the rows of ``table`` ``[F, 7, K]``
+    are a (x, y, z), b - a (x, y, z) and 1 / |b - a|^2; radii ``r`` ``[K]``."""
 
-    ab: Tensor
-    inv: Tensor
+    table: Tensor
     r: Tensor
 
 
@@ -104,95 +103,96 @@ def _capsules(pose: Pose) -> _Capsules | None:
     if pose.seg_a is None:
         return None
     ba = pose.seg_b - pose.seg_a
-    return _Capsules(torch.cat([pose.seg_a, ba], -1), 1.0 / (ba * ba).sum(-1).clamp(min=1e-12), pose.seg_r)
+    inv = 1.0 / (ba * ba).sum(-1).clamp(min=1e-12)
+    return _Capsules(torch.cat([pose.seg_a.transpose(1, 2), ba.transpose(1, 2), inv[:, None]], 1), pose.seg_r)
 
 
 def _sdf(shape: str, q: Tensor, capsules: _Capsules | None, frame: Tensor | None) -> Tensor:
-    """Local signed distance ``[N]`` of points ``q`` ``[N, 3]``; ``frame`` ``[N]`` picks the walker's pose of each
-    point (None: pose 0). The capsule union is ``sdf_capsules`` with b - a and its inverse length precomputed."""
+    """Local signed distance ``[N]`` of points ``q`` ``[N, 3]`` (fastest as the transpose of a ``[3, N]`` tensor);
+    ``frame`` ``[N]`` picks the walker's pose of each point (None: pose 0). The capsule union is
+    ``sdf_capsules`` coordinate by coordinate, with b - a and its inverse squared length precomputed."""
     if capsules is None:
         return LOCAL_SDF[shape](q)
-    ab = capsules.ab[0] if frame is None else capsules.ab[frame]
-    inv = capsules.inv[0] if frame is None else capsules.inv[frame]
-    a, ba = ab[..., :3], ab[..., 3:]
-    pa = q[:, None, :] - a
-    h = ((pa * ba).sum(-1) * inv).clamp_(0, 1)
-    return ((pa - ba * h[..., None]).norm(dim=-1) - capsules.r).amin(-1)
+    table = capsules.table[0, :, None] if frame is None else capsules.table[frame].transpose(0, 1)  # [7, N|1, K]
+    px, py, pz = (q[:, i, None] - table[i] for i in range(3))
+    bx, by, bz = table[3], table[4], table[5]
+    h = ((px * bx + py * by + pz * bz) * table[6]).clamp_(0, 1)
+    return (_length3(px - bx * h, py - by * h, pz - bz * h) - capsules.r).amin(-1)
 
 
-def _rotate(v: Tensor, rot: Tensor) -> Tensor:
-    """``v @ rot`` row by row: ``v`` ``[N, 3]``, ``rot`` ``[3, 3]`` or ``[N, 3, 3]`` (world to local)."""
-    if rot.ndim == 2:
-        return v @ rot
-    return (v[:, :, None] * rot).sum(1)
+def _length3(x: Tensor, y: Tensor, z: Tensor) -> Tensor:
+    return torch.sqrt(x * x + y * y + z * z)
 
 
-def _unrotate(v: Tensor, rot: Tensor) -> Tensor:
-    """``rot @ v`` row by row (local to world)."""
-    if rot.ndim == 2:
-        return v @ rot.T
-    return (rot * v[:, None, :]).sum(2)
+def _matvec(m: Tensor, v: Tensor) -> Tensor:
+    """``m @ v`` column by column: ``m`` ``[3, 3]`` or ``[N, 3, 3]``, ``v`` ``[3, N]``; returns ``[3, N]``."""
+    if m.ndim == 2:
+        return m @ v
+    return (m.permute(1, 2, 0) * v[None]).sum(1)
 
 
-def _frame_of(pose: Pose, camera: Tensor) -> Tensor | None:
-    """Each ray's pose frame ``[N]`` from its camera index (None where all cameras share pose 0)."""
-    return None if len(pose) == 1 else camera
+def _pose_rows(pose: Pose, frame: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Rotation ``[3, 3]`` or ``[N, 3, 3]``, centre and scale of each ray's pose (pose 0 for ``frame`` None)."""
+    if frame is None:
+        return pose.rotation[0], pose.centre[0], pose.scale[0]
+    return pose.rotation[frame], pose.centre[frame], pose.scale[frame]
 
 
-def _rotation(pose: Pose, frame: Tensor | None) -> Tensor:
-    return pose.rotation[0] if frame is None else pose.rotation[frame]
-
-
-def _to_local_rays(pose: Pose, origins: Tensor, dirs: Tensor, frame: Tensor | None) -> tuple[Tensor, Tensor]:
-    """World rays ``[N, 3]`` into the local frames of their poses; rotation and uniform scale keep the SDF exact,
-    so a ray's parameter in local units times the scale is its world parameter."""
-    rot = _rotation(pose, frame)
-    centre = pose.centre[0] if frame is None else pose.centre[frame]
-    scale = pose.scale[0] if frame is None else pose.scale[frame][:, None]
-    return _rotate(origins - centre, rot) / scale, _rotate(dirs, rot)
+def _camera_frames(cameras: Cameras, pose: Pose) -> tuple[Tensor, Tensor]:
+    """Each camera's centre in its pose's local frame ``[C, 3]`` and the rotation ``[C, 3, 3]`` from camera axes to
+    local axes. Rotation and uniform scale keep the SDF exact, so a ray's local parameter times the pose's
+    scale is its world parameter."""
+    c = len(cameras)
+    rot, centre, scale = (pose.rotation, pose.centre, pose.scale) if len(pose) > 1 else \
+        (pose.rotation.expand(c, 3, 3), pose.centre.expand(c, 3), pose.scale.expand(c))
+    eye = cameras.c2w[:, :3, 3]
+    origin = torch.bmm((eye - centre)[:, None], rot)[:, 0] / scale[:, None]
+    return origin, rot.transpose(1, 2) @ cameras.c2w[:, :3, :3]
 
 
 def _march(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, frame: Tensor | None, eps: float,
            cone: float, max_steps: int) -> tuple[Tensor, Tensor]:
-    """Sphere-trace local rays ``[N, 3]`` from where they enter the local box until each comes within ``cone``
-    times its length of the surface (at least ``eps``), leaves the box or runs out of steps. Returns the
-    ray indices ``[M]`` that did not leave the box and their parameters ``[M]``.
+    """Sphere-trace local rays (origins and unit directions ``[3, N]``) from where they enter the local box until
+    each comes within ``cone`` times its length of the surface (at least ``eps``), leaves the box or runs
+    out of steps. Returns the indices ``[M]`` of the rays that did not leave the box and their parameters.
 
-    The working set is one packed tensor (origin, direction, t, t_far, ray index, frame) so that dropping
-    finished rays costs one gather per step, and each step is one SDF evaluation of the live rays only.
+    The working set is one tensor of rows (origin, direction, t, t_far, ray index, frame), coordinates
+    contiguous, so that dropping finished rays is one gather and each step is one SDF evaluation of the
+    live rays only.
     """
-    lo, hi = (torch.tensor(corner) for corner in LOCAL_BOX[shape])
+    lo, hi = (torch.tensor(corner)[:, None] for corner in LOCAL_BOX[shape])
     inv = 1.0 / torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
     t0, t1 = (lo - 1e-3 - o) * inv, (hi + 1e-3 - o) * inv
-    near = torch.minimum(t0, t1).amax(-1).clamp(min=0)
-    far = torch.maximum(t0, t1).amin(-1)
-    columns = [o, d, near[:, None], far[:, None], torch.arange(o.shape[0], dtype=torch.float32)[:, None]]
+    t_in, t_out = torch.minimum(t0, t1), torch.maximum(t0, t1)
+    near = torch.maximum(torch.maximum(t_in[0], t_in[1]), t_in[2]).clamp(min=0)
+    far = torch.minimum(torch.minimum(t_out[0], t_out[1]), t_out[2])
     per_ray = capsules is not None and frame is not None
+    rows = [o, d, near[None], far[None], torch.arange(o.shape[1], dtype=torch.float32)[None]]
     if per_ray:
-        columns.append(frame.float()[:, None])
-    state = torch.cat(columns, 1)[far > near]  # indices as float: exact below 2^24 rays
+        rows.append(frame.float()[None])
+    state = torch.cat(rows).index_select(1, torch.nonzero(far > near).squeeze(1))  # indices exact below 2^24
     pending = []
     for _ in range(max_steps):
-        if state.shape[0] == 0:
+        if state.shape[1] == 0:
             break
-        t = state[:, 6]
-        dist = _sdf(shape, torch.addcmul(state[:, :3], state[:, 3:6], t[:, None]), capsules,
-                    state[:, 9].long() if per_ray else None)
-        t += dist  # in place, in the packed state
+        t = state[6]
+        dist = _sdf(shape, torch.addcmul(state[:3], state[3:6], t).T, capsules, state[9].long() if per_ray else None)
+        t += dist  # in place, in the working set
         hit = dist < (cone * t).clamp_(min=eps)
-        done = hit | (t > state[:, 7])
+        done = hit | (t > state[7])
         if bool(done.any()):
-            pending.append(state[hit][:, 6:9:2])
-            state = state[~done]
+            pending.append(state[6:9:2].index_select(1, torch.nonzero(hit).squeeze(1)))
+            state = state.index_select(1, torch.nonzero(~done).squeeze(1))
     # Rays still stepping after max_steps are creeping along a surface: resolve them like the others.
-    pending.append(state[:, 6:9:2])
-    rows = torch.cat(pending)
-    return rows[:, 1].long(), rows[:, 0]
+    pending.append(state[6:9:2])
+    found = torch.cat(pending, 1)
+    return found[1].long(), found[0]
 
 
 def _resolve(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, t: Tensor, frame: Tensor | None,
              eps: float) -> tuple[Tensor, Tensor]:
-    """Decide rays ``[M]`` that came within the cone of the surface: did they hit it, and where exactly?
+    """Decide rays (``[3, M]`` origins and directions, parameters ``t`` ``[M]``) that came within the cone of the
+    surface: did they hit it, and where exactly?
 
     Plain sphere tracing crawls along a silhouette, and a ray that passes the surface just outside looks
     the same as one that grazes it. Over-relaxed steps (``RELAX`` times the distance) settle it: a hit
@@ -200,43 +200,43 @@ def _resolve(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, t: Te
     a miss passes its closest approach (the distance grows). Returns the hit rows ``[H]`` (into ``t``) and
     their parameters ``[H]``.
     """
-    m = t.shape[0]
     per_ray = capsules is not None and frame is not None
-    dist = _sdf(shape, torch.addcmul(o, d, t[:, None]), capsules, frame)
-    columns = [o, d, t[:, None], dist[:, None], torch.arange(m, dtype=torch.float32)[:, None]]
+    dist = _sdf(shape, torch.addcmul(o, d, t).T, capsules, frame)
+    rows = [o, d, t[None], dist[None], torch.arange(t.shape[0], dtype=torch.float32)[None]]
     if per_ray:
-        columns.append(frame.float()[:, None])
-    state = torch.cat(columns, 1)
+        rows.append(frame.float()[None])
+    state = torch.cat(rows)
     settled_rows = []
     for _ in range(REFINE_STEPS):
-        if state.shape[0] == 0:
+        if state.shape[1] == 0:
             break
-        t, dist = state[:, 6], state[:, 7]
+        t, dist = state[6], state[7]
         t_new = t + RELAX * dist
-        d_new = _sdf(shape, torch.addcmul(state[:, :3], state[:, 3:6], t_new[:, None]), capsules,
-                     state[:, 9].long() if per_ray else None)
+        d_new = _sdf(shape, torch.addcmul(state[:3], state[3:6], t_new).T, capsules,
+                     state[9].long() if per_ray else None)
         crossed = d_new < 0
         settled = (d_new.abs() < eps) | crossed
         receding = (d_new >= dist) & ~settled
         if bool(settled.any()):
             secant = t + dist * (t_new - t) / (dist - d_new).clamp(min=1e-12)
-            ts = torch.where(crossed, secant, t_new)
-            settled_rows.append(torch.stack([ts[settled], state[settled, 8]], 1))
-        state[:, 6], state[:, 7] = t_new, d_new
-        state = state[~(settled | receding)]
+            rows = torch.nonzero(settled).squeeze(1)
+            settled_rows.append(torch.stack([torch.where(crossed, secant, t_new)[rows], state[8, rows]]))
+        state[6], state[7] = t_new, d_new
+        state = state.index_select(1, torch.nonzero(~(settled | receding)).squeeze(1))
     if not settled_rows:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0)
-    rows = torch.cat(settled_rows)
-    row, ts = rows[:, 1].long(), rows[:, 0]
-    so, sd, sf = o[row], d[row], None if frame is None else frame[row]
+    found = torch.cat(settled_rows, 1)
+    row, ts = found[1].long(), found[0]
+    so, sd, sf = o[:, row], d[:, row], None if frame is None else frame[row]
     for _ in range(2):  # exact SDF steps from either side converge onto the crossing
-        ts = ts + _sdf(shape, torch.addcmul(so, sd, ts[:, None]), capsules, sf)
+        ts = ts + _sdf(shape, torch.addcmul(so, sd, ts).T, capsules, sf)
     return row, ts
 
 
 def _trace_local(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, frame: Tensor | None, eps: float,
                  cone: float, max_steps: int = MAX_STEPS) -> tuple[Tensor, Tensor]:
-    """Hit ray indices ``[H]`` of local rays ``[N, 3]`` (unit ``d``) and their local ray parameters ``[H]``.
+    """Hit ray indices ``[H]`` of local rays (``[3, N]`` origins and unit directions) and their local ray
+    parameters ``[H]``.
 
     A ray counts as hitting once it is within ``cone`` times its length of the surface (a fraction of a
     pixel: rays grazing a silhouette stop there instead of creeping along it); up to ``REFINE_STEPS`` more
@@ -246,7 +246,7 @@ def _trace_local(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, f
     ray, t = _march(shape, capsules, o, d, frame, eps, cone, max_steps)
     if ray.numel() == 0:
         return ray, t
-    row, t_hit = _resolve(shape, capsules, o[ray], d[ray], t, None if frame is None else frame[ray], eps)
+    row, t_hit = _resolve(shape, capsules, o[:, ray], d[:, ray], t, None if frame is None else frame[ray], eps)
     return ray[row], t_hit
 
 
@@ -255,34 +255,38 @@ def trace(shape: str, pose: Pose, origins: Tensor, dirs: Tensor, frame: Tensor |
     """Sphere-trace world rays ``[N, 3]`` (unit ``dirs``) against the posed shape; ray parameter ``[N]`` of the
     hit, ``inf`` for a miss. ``frame`` ``[N]`` picks each ray's pose (None: pose 0 for all)."""
     frame = None if len(pose) == 1 else frame
-    o, d = _to_local_rays(pose, origins, dirs, frame)
+    rot, centre, scale = _pose_rows(pose, frame)
+    rot_t = rot.T if frame is None else rot.transpose(1, 2)
+    o = _matvec(rot_t, (origins - centre).T) / (scale if frame is None else scale[None])
+    d = _matvec(rot_t, dirs.T.contiguous())
     ray, t = _trace_local(shape, _capsules(pose), o, d, frame, hit_eps / float(pose.scale.min()), cone, max_steps)
     result = torch.full((origins.shape[0],), math.inf)
-    scale = pose.scale[0] if frame is None else pose.scale[frame[ray]]
-    result[ray] = t * scale
+    result[ray] = t * (scale if frame is None else scale[ray])
     return result
 
 
 def _local_gradient(shape: str, capsules: _Capsules | None, q: Tensor, frame: Tensor | None,
                     step: float) -> Tensor:
-    """Central-difference gradient ``[N, 3]`` (unnormalised, times 2 ``step``) of the local SDF at ``q``."""
-    n = q.shape[0]
-    offsets = torch.eye(3) * step
-    probe = torch.cat([q[None] + offsets[:, None], q[None] - offsets[:, None]]).reshape(-1, 3)
-    d = _sdf(shape, probe, capsules, None if frame is None else frame.repeat(6)).reshape(6, n)
-    return (d[:3] - d[3:]).T
+    """Central-difference gradient ``[3, N]`` (unnormalised, times 2 ``step``) of the local SDF at ``q`` ``[3, N]``."""
+    n = q.shape[1]
+    probe = q.repeat(1, 6)
+    for axis in range(3):
+        probe[axis, axis * n:(axis + 1) * n] += step
+        probe[axis, (axis + 3) * n:(axis + 4) * n] -= step
+    d = _sdf(shape, probe.T, capsules, None if frame is None else frame.repeat(6)).reshape(6, n)
+    return d[:3] - d[3:]
 
 
-def _unit(v: Tensor) -> Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+def _unit(v: Tensor, dim: int = -1) -> Tensor:
+    return v / v.norm(dim=dim, keepdim=True).clamp(min=1e-12)
 
 
 def normals(shape: str, pose: Pose, points: Tensor, frame: Tensor | None) -> Tensor:
     """Unit world normals ``[N, 3]`` by central differences of the local SDF, rotated to world."""
     frame = None if len(pose) == 1 else frame
-    q = to_local(pose, points, frame)
+    q = to_local(pose, points, frame).T.contiguous()
     grad = _local_gradient(shape, _capsules(pose), q, frame, NORMAL_STEP / float(pose.scale.min()))
-    return _unit(_unrotate(grad, _rotation(pose, frame)))
+    return _unit(_matvec(_pose_rows(pose, frame)[0], grad).T)
 
 
 def _albedo_local(spec: WorldSpec, q: Tensor) -> Tensor:
@@ -319,27 +323,27 @@ def shade(spec: WorldSpec, albedo: Tensor, normal: Tensor, view_dirs: Tensor | N
     return rgb.clamp(0, 1)
 
 
-def _shade_rays(spec: WorldSpec, pose: Pose, capsules: _Capsules | None, o: Tensor, d: Tensor, dirs: Tensor,
-                camera: Tensor, forward: Tensor, cone: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Trace and shade rays given in local (``o``, ``d``) and world (``dirs``) frames, ``[N, 3]`` each, of cameras
-    ``camera`` ``[N]`` looking along ``forward`` ``[C, 3]``: rgb ``[N, 3]`` (0 on a miss), hit ``[N]`` bool,
-    depth ``[N]`` (camera z), world normal ``[N, 3]``."""
-    frame = _frame_of(pose, camera)
+def _shade_rays(spec: WorldSpec, pose: Pose, capsules: _Capsules | None, o: Tensor, d: Tensor, d_cam: Tensor,
+                camera: Tensor, cam_rot: Tensor, cone: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Trace and shade rays given by local origins and directions ``[3, N]`` and unit directions in camera axes
+    ``d_cam`` ``[3, N]``, of cameras ``camera`` ``[N]`` (camera-to-world rotations ``cam_rot`` ``[C, 3, 3]``):
+    rgb ``[N, 3]`` (0 on a miss), hit ``[N]`` bool, depth ``[N]`` (camera z), world normal ``[N, 3]``."""
+    frame = None if len(pose) == 1 else camera
     min_scale = float(pose.scale.min())
     ray, t = _trace_local(spec.shape, capsules, o, d, frame, HIT_EPS / min_scale, cone)
-    n = o.shape[0]
+    n = o.shape[1]
     rgb, hit, depth, normal = torch.zeros(n, 3), torch.zeros(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n, 3)
     if ray.numel():
         f = None if frame is None else frame[ray]
-        q = torch.addcmul(o[ray], d[ray], t[:, None])
-        grad = _local_gradient(spec.shape, capsules, q, f, NORMAL_STEP / min_scale)
-        nrm = _unit(_unrotate(grad, _rotation(pose, f)))
-        ray_dirs = dirs[ray]
-        rgb[ray] = shade(spec, _albedo_local(spec, q), nrm, ray_dirs)
+        q = torch.addcmul(o[:, ray], d[:, ray], t)
+        rot, _, scale = _pose_rows(pose, f)
+        nrm = _unit(_matvec(rot, _local_gradient(spec.shape, capsules, q, f, NORMAL_STEP / min_scale)), 0).T
+        ray_cam = d_cam[:, ray]
+        view = _matvec(cam_rot[camera[ray]], ray_cam).T
+        rgb[ray] = shade(spec, _albedo_local(spec, q.T), nrm, view)
         normal[ray] = nrm
         hit[ray] = True
-        scale = pose.scale[0] if f is None else pose.scale[f]
-        depth[ray] = t * scale * (ray_dirs * forward[camera[ray]]).sum(-1)
+        depth[ray] = t * scale * ray_cam[2]
     return rgb, hit, depth, normal
 
 
@@ -375,22 +379,22 @@ def _render(spec: WorldSpec, cameras: Cameras, t: float | Tensor, antialias: boo
     pose = pose_at(spec, times) if pose is None else pose
     capsules = _capsules(pose)
     c, h, w = len(cameras), cameras.height, cameras.width
-    origins, dirs = cameras.rays()
-    dirs = dirs.reshape(c, h * w, 3)
-    # Rays into each camera's local frame with one matrix product per camera (all its rays share a pose).
-    eye = cameras.c2w[:, :3, 3]
-    if len(pose) == 1:
-        o_cam = (eye - pose.centre[0]) @ pose.rotation[0] / pose.scale[0]
-        d_local = dirs.reshape(-1, 3) @ pose.rotation[0]
-    else:
-        o_cam = torch.bmm((eye - pose.centre)[:, None], pose.rotation)[:, 0] / pose.scale[:, None]
-        d_local = torch.bmm(dirs, pose.rotation).reshape(-1, 3)
-    o_local = o_cam[:, None].expand(c, h * w, 3).reshape(-1, 3)
+    origin, to_local = _camera_frames(cameras, pose)
+    cam_rot, K = cameras.c2w[:, :3, :3], cameras.K
+    # Pixel-centre rays in camera axes [3, C, H*W], then into each camera's local frame (one pose per camera).
+    v, u = torch.meshgrid(torch.arange(h, dtype=torch.float32) + 0.5, torch.arange(w, dtype=torch.float32) + 0.5,
+                          indexing="ij")
+    x = (u.reshape(1, -1) - K[:, 0, 2, None]) / K[:, 0, 0, None]
+    y = (v.reshape(1, -1) - K[:, 1, 2, None]) / K[:, 1, 1, None]
+    inv_len = torch.rsqrt(x * x + y * y + 1)
+    d_cam = torch.stack([x * inv_len, y * inv_len, inv_len])
+    d_local = torch.stack([to_local[:, i, 0, None] * d_cam[0] + to_local[:, i, 1, None] * d_cam[1]
+                           + to_local[:, i, 2, None] * d_cam[2] for i in range(3)])
+    o_local = origin.T[:, :, None].expand(3, c, h * w)
     camera = torch.arange(c).repeat_interleave(h * w)
-    forward = cameras.c2w[:, :3, 2]
-    cone = CONE_PIXELS / float(cameras.K[:, 0, 0].max())
-    rgb, hit, depth, normal = _shade_rays(spec, pose, capsules, o_local, d_local, dirs.reshape(-1, 3), camera,
-                                          forward, cone)
+    cone = CONE_PIXELS / float(K[:, 0, 0].max())
+    rgb, hit, depth, normal = _shade_rays(spec, pose, capsules, o_local.reshape(3, -1), d_local.reshape(3, -1),
+                                          d_cam.reshape(3, -1), camera, cam_rot, cone)
     rgb, alpha = rgb.reshape(c, h, w, 3), hit.float().reshape(c, h, w)
     depth, normal = depth.reshape(c, h, w), normal.reshape(c, h, w, 3)
     if antialias:
@@ -401,14 +405,12 @@ def _render(spec: WorldSpec, cameras: Cameras, t: float | Tensor, antialias: boo
             u = (x.float() + 0.5)[:, None] + offsets[None, :, 0]
             v = (y.float() + 0.5)[:, None] + offsets[None, :, 1]
             cam_k = cam_i.repeat_interleave(k)
-            K, c2w = cameras.K[cam_k], cameras.c2w[cam_k]
-            cam_dirs = torch.stack([(u.reshape(-1) - K[:, 0, 2]) / K[:, 0, 0],
-                                    (v.reshape(-1) - K[:, 1, 2]) / K[:, 1, 1], torch.ones(u.numel())], -1)
-            sub_dirs = _unit(_unrotate(cam_dirs, c2w[:, :3, :3]))
-            sub_frame = _frame_of(pose, cam_k)
-            sub_o, sub_d = _to_local_rays(pose, c2w[:, :3, 3], sub_dirs, sub_frame)
-            s_rgb, s_hit, s_depth, s_normal = _shade_rays(spec, pose, capsules, sub_o, sub_d, sub_dirs, cam_k,
-                                                          forward, cone)
+            K_k = K[cam_k]
+            sub_cam = _unit(torch.stack([(u.reshape(-1) - K_k[:, 0, 2]) / K_k[:, 0, 0],
+                                         (v.reshape(-1) - K_k[:, 1, 2]) / K_k[:, 1, 1], torch.ones(u.numel())]), 0)
+            s_rgb, s_hit, s_depth, s_normal = _shade_rays(spec, pose, capsules, origin[cam_k].T,
+                                                          _matvec(to_local[cam_k], sub_cam), sub_cam, cam_k,
+                                                          cam_rot, cone)
             s_rgb, s_hit = s_rgb.reshape(-1, k, 3), s_hit.float().reshape(-1, k)
             s_depth, s_normal = s_depth.reshape(-1, k), s_normal.reshape(-1, k, 3)
             centre_hit = alpha[cam_i, y, x]
