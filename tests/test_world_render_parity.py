@@ -1,0 +1,60 @@
+"""The fast world renderer against the frozen reference tracer it replaced: dataset caches, the bundled
+attribute classifier and the in-house prior were made from the reference's pictures, so the fast path must
+reproduce them (else RENDER_VERSION bumps and every cache is rendered again)."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.world import render_reference
+from pipelines.world.datasets import sample_times, sample_views
+from pipelines.world.grammar import WorldSpec, sample_spec
+from pipelines.world.render import render_world, trace
+from pipelines.world.sdf import pose_at
+from renderers.cameras import Cameras, orbit_cameras
+
+# One seed per shape (glossy and matte, every motion but one among them), walker walking included.
+SEEDS = (0, 1, 5, 9, 11, 13, 14, 31)
+
+
+def _matrix(seed: int, resolution: int, views: int = 4, frames: int = 2):
+    """A sample's V x F cameras and times, as the dataset builder renders them."""
+    cams = sample_views(seed, views, resolution)
+    times = torch.from_numpy(np.tile(sample_times(seed, "matrix", frames), views))
+    return Cameras(cams.c2w.repeat_interleave(frames, 0), cams.K.repeat_interleave(frames, 0), resolution,
+                   resolution), times
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fast_renderer_reproduces_the_reference_pictures(seed):
+    spec = sample_spec(seed)
+    cams, times = _matrix(seed, 40)
+    new, old = render_world(spec, cams, times), render_reference.render_world(spec, cams, times)
+    pixels = new.alpha.numel()
+    # As stored in the caches (uint8): nearly every pixel identical, none far off.
+    rgb_diff = ((new.rgb * 255).round() - (old.rgb * 255).round()).abs().amax(-1)
+    alpha_diff = ((new.alpha * 255).round() - (old.alpha * 255).round()).abs()[..., 0]
+    assert int((rgb_diff > 1).sum()) <= pixels // 1000, f"{spec}: {int((rgb_diff > 1).sum())} pixels off by > 1/255"
+    assert int((alpha_diff > 0).sum()) <= pixels // 1000
+    assert float(rgb_diff.max()) <= 52 and float(alpha_diff.max()) <= 52  # at most one sub-sample of five
+    both = (new.alpha[..., 0] == 1) & (old.alpha[..., 0] == 1)
+    assert both.sum() > 0
+    assert (new.depth - old.depth)[..., 0][both].abs().max() < 1e-3
+    assert (new.normal - old.normal)[both].abs().max() < 1e-3
+    off = new.alpha[..., 0] == 0
+    assert (new.depth[..., 0][off] == 0).all() and (new.rgb[off] == 0).all()
+
+
+def test_trace_hits_a_sphere_where_the_quadratic_says():
+    spec = WorldSpec("sphere", "red", "bounce", size="large")
+    cams = orbit_cameras(2.7, 20.0, 40.0, 40.0, 24, 24)
+    origins, dirs = (x.reshape(-1, 3) for x in cams.rays())
+    pose = pose_at(spec, torch.tensor([0.3]))
+    t = trace("sphere", pose, origins, dirs, None, cone=0.0)
+    rel = origins - pose.centre[0]
+    b = (rel * dirs).sum(-1)
+    disc = b * b - ((rel * rel).sum(-1) - float(pose.scale[0]) ** 2)
+    truth = -b - disc.clamp(min=0).sqrt()
+    clear = disc > 0.01  # not grazing
+    assert torch.isfinite(t[clear]).all() and (t[clear] - truth[clear]).abs().max() < 1e-3
+    assert torch.isinf(t[disc < -0.01]).all()
