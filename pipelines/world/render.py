@@ -124,11 +124,19 @@ def _length3(x: Tensor, y: Tensor, z: Tensor) -> Tensor:
     return torch.sqrt(x * x + y * y + z * z)
 
 
-def _matvec(m: Tensor, v: Tensor) -> Tensor:
-    """``m @ v`` column by column: ``m`` ``[3, 3]`` or ``[N, 3, 3]``, ``v`` ``[3, N]``; returns ``[3, N]``."""
+def _matvec(m: Tensor, v: Tensor, index: Tensor | None = None) -> Tensor:
+    """``m @ v`` column by column: ``m`` ``[3, 3]``, or ``[N, 3, 3]``, or a table ``[K, 3, 3]`` picked per column
+    by ``index`` ``[N]``; ``v`` ``[3, N]``; returns ``[3, N]``."""
     if m.ndim == 2:
         return m @ v
-    return (m.permute(1, 2, 0) * v[None]).sum(1)
+    rows = m.reshape(-1, 9).T
+    rows = rows.contiguous() if index is None else rows.index_select(1, index)
+    return (rows.reshape(3, 3, -1) * v[None]).sum(1)
+
+
+def _unit_columns(v: Tensor) -> Tensor:
+    """Columns of ``v`` ``[3, N]`` scaled to unit length."""
+    return v / _length3(v[0], v[1], v[2]).clamp(min=1e-12)
 
 
 def _pose_rows(pose: Pose, frame: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -277,8 +285,8 @@ def _local_gradient(shape: str, capsules: _Capsules | None, q: Tensor, frame: Te
     return d[:3] - d[3:]
 
 
-def _unit(v: Tensor, dim: int = -1) -> Tensor:
-    return v / v.norm(dim=dim, keepdim=True).clamp(min=1e-12)
+def _unit(v: Tensor) -> Tensor:
+    return v / v.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
 def normals(shape: str, pose: Pose, points: Tensor, frame: Tensor | None) -> Tensor:
@@ -336,14 +344,14 @@ def _shade_rays(spec: WorldSpec, pose: Pose, capsules: _Capsules | None, o: Tens
     if ray.numel():
         f = None if frame is None else frame[ray]
         q = torch.addcmul(o[:, ray], d[:, ray], t)
-        rot, _, scale = _pose_rows(pose, f)
-        nrm = _unit(_matvec(rot, _local_gradient(spec.shape, capsules, q, f, NORMAL_STEP / min_scale)), 0).T
+        grad = _local_gradient(spec.shape, capsules, q, f, NORMAL_STEP / min_scale)
+        nrm = _unit_columns(_matvec(pose.rotation if f is not None else pose.rotation[0], grad, f)).T
         ray_cam = d_cam[:, ray]
-        view = _matvec(cam_rot[camera[ray]], ray_cam).T
+        view = _matvec(cam_rot, ray_cam, camera[ray]).T
         rgb[ray] = shade(spec, _albedo_local(spec, q.T), nrm, view)
         normal[ray] = nrm
         hit[ray] = True
-        depth[ray] = t * scale * ray_cam[2]
+        depth[ray] = t * (pose.scale[0] if f is None else pose.scale[f]) * ray_cam[2]
     return rgb, hit, depth, normal
 
 
@@ -406,10 +414,10 @@ def _render(spec: WorldSpec, cameras: Cameras, t: float | Tensor, antialias: boo
             v = (y.float() + 0.5)[:, None] + offsets[None, :, 1]
             cam_k = cam_i.repeat_interleave(k)
             K_k = K[cam_k]
-            sub_cam = _unit(torch.stack([(u.reshape(-1) - K_k[:, 0, 2]) / K_k[:, 0, 0],
-                                         (v.reshape(-1) - K_k[:, 1, 2]) / K_k[:, 1, 1], torch.ones(u.numel())]), 0)
+            sub_cam = _unit_columns(torch.stack([(u.reshape(-1) - K_k[:, 0, 2]) / K_k[:, 0, 0],
+                                                 (v.reshape(-1) - K_k[:, 1, 2]) / K_k[:, 1, 1], torch.ones(u.numel())]))
             s_rgb, s_hit, s_depth, s_normal = _shade_rays(spec, pose, capsules, origin[cam_k].T,
-                                                          _matvec(to_local[cam_k], sub_cam), sub_cam, cam_k,
+                                                          _matvec(to_local, sub_cam, cam_k), sub_cam, cam_k,
                                                           cam_rot, cone)
             s_rgb, s_hit = s_rgb.reshape(-1, k, 3), s_hit.float().reshape(-1, k)
             s_depth, s_normal = s_depth.reshape(-1, k), s_normal.reshape(-1, k, 3)
