@@ -301,7 +301,7 @@ def _albedo_local(spec: WorldSpec, q: Tensor) -> Tensor:
     base = torch.tensor(spec.albedo)
     if spec.shape == "walker":
         return base.expand(q.shape[0], 3)
-    wave = torch.sin(2 * math.pi * q).prod(-1)
+    wave = torch.sin(2 * math.pi * q[:, 0]) * torch.sin(2 * math.pi * q[:, 1]) * torch.sin(2 * math.pi * q[:, 2])
     dark = 0.5 + 0.5 * (4 * wave).clamp(-1, 1)
     return base * (1 - PATTERN_CONTRAST * dark)[:, None]
 
@@ -317,16 +317,19 @@ def albedo_at(spec: WorldSpec, pose: Pose, points: Tensor, frame: Tensor | None)
 
 def shade(spec: WorldSpec, albedo: Tensor, normal: Tensor, view_dirs: Tensor | None) -> Tensor:
     """Lit colour ``[N, 3]`` in [0, 1]; ``view_dirs`` (ray directions) add the glossy highlight, None leaves only
-    the diffuse part (view-independent, for voxel colour)."""
+    the diffuse part (view-independent, for voxel colour). Written per coordinate: the renderer passes
+    transposed ``[3, N]`` tensors."""
     light = torch.tensor(LIGHT_DIR)
-    light = light / light.norm()
-    lambert = (normal @ light).clamp(min=0)
-    rgb = albedo * (AMBIENT + AMBIENT_SKY * normal[:, 2] + DIFFUSE * lambert)[:, None]
+    lx, ly, lz = (light / light.norm()).tolist()
+    nx, ny, nz = normal[:, 0], normal[:, 1], normal[:, 2]
+    lambert = (nx * lx + ny * ly + nz * lz).clamp(min=0)
+    rgb = albedo * (AMBIENT + AMBIENT_SKY * nz + DIFFUSE * lambert)[:, None]
     if spec.material == "glossy" and view_dirs is not None:
-        half = light - view_dirs
-        half = half / half.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        highlight = SPECULAR * (normal * half).sum(-1).clamp(min=0) ** SHININESS
-        rim = 0.12 * (1 + (normal * view_dirs).sum(-1)).clamp(0, 1) ** 4  # a faint Fresnel rim
+        vx, vy, vz = view_dirs[:, 0], view_dirs[:, 1], view_dirs[:, 2]
+        hx, hy, hz = lx - vx, ly - vy, lz - vz
+        cos_half = (nx * hx + ny * hy + nz * hz) / _length3(hx, hy, hz).clamp(min=1e-12)
+        highlight = SPECULAR * cos_half.clamp(min=0) ** SHININESS
+        rim = 0.12 * (1 + (nx * vx + ny * vy + nz * vz)).clamp(0, 1) ** 4  # a faint Fresnel rim
         rgb = rgb + (highlight + rim)[:, None]
     return rgb.clamp(0, 1)
 
