@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipelines.world.grammar import WorldSpec
-from pipelines.world.sdf import LOCAL_BOX, LOCAL_SDF, Pose, pose_at, to_local, world_sdf
+from pipelines.world.sdf import LOCAL_BOX, LOCAL_RADII, LOCAL_SDF, Pose, pose_at, to_local, world_sdf
 from renderers.cameras import Cameras
 
 HIT_EPS = 1e-4
@@ -158,6 +158,23 @@ def _camera_frames(cameras: Cameras, pose: Pose) -> tuple[Tensor, Tensor]:
     return origin, rot.transpose(1, 2) @ cameras.c2w[:, :3, :3]
 
 
+def _enter_leave(o: Tensor, d: Tensor, radius: float) -> tuple[Tensor, Tensor]:
+    """Ray parameters ``[N]`` where rays ``o + t d`` (``[K, N]``, the first K coordinates) enter and leave the
+    set |x| <= ``radius`` (empty interval: enter > leave; a ray parallel to a cylinder's axis never leaves)."""
+    a = (d * d).sum(0)
+    b = (o * d).sum(0)
+    c = (o * o).sum(0) - radius * radius
+    root = (b * b - a * c).clamp(min=0).sqrt()
+    inside = c <= 0
+    a = a.clamp(min=1e-12)
+    t_in, t_out = (-b - root) / a, (-b + root) / a
+    parallel = a <= 1e-12
+    miss = b * b - a * c < 0
+    t_in = torch.where(parallel, torch.where(inside, -math.inf, math.inf), t_in)
+    t_out = torch.where(parallel, torch.where(inside, math.inf, -math.inf), t_out)
+    return t_in.masked_fill(miss & ~parallel, math.inf), t_out
+
+
 def _march(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, frame: Tensor | None, eps: float,
            cone: float, max_steps: int) -> tuple[Tensor, Tensor]:
     """Sphere-trace local rays (origins and unit directions ``[3, N]``) from where they enter the local box until
@@ -174,11 +191,20 @@ def _march(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, frame: 
     t_in, t_out = torch.minimum(t0, t1), torch.maximum(t0, t1)
     near = torch.maximum(torch.maximum(t_in[0], t_in[1]), t_in[2]).clamp(min=0)
     far = torch.minimum(torch.minimum(t_out[0], t_out[1]), t_out[2])
+    live = far > near
+    if shape in LOCAL_RADII:
+        # Rays that miss the tight ball or z-cylinder never come near the surface, and rays past where they leave
+        # them only move away from it: drop the former, stop the latter there. (Stepping still starts at the
+        # box: a later start changes which grazing rays the refinement below calls hits.)
+        for radius, axes in zip(LOCAL_RADII[shape], (3, 2)):
+            t_in, t_out = _enter_leave(o[:axes], d[:axes], radius + 1e-3)
+            live &= t_out > torch.maximum(near, t_in)
+            far = torch.minimum(far, t_out)
     per_ray = capsules is not None and frame is not None
     rows = [o, d, near[None], far[None], torch.arange(o.shape[1], dtype=torch.float32)[None]]
     if per_ray:
         rows.append(frame.float()[None])
-    state = torch.cat(rows).index_select(1, torch.nonzero(far > near).squeeze(1))  # indices exact below 2^24
+    state = torch.cat(rows).index_select(1, torch.nonzero(live).squeeze(1))  # indices exact below 2^24
     pending = []
     for _ in range(max_steps):
         if state.shape[1] == 0:

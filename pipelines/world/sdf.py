@@ -34,6 +34,17 @@ LOCAL_BOX = {
     "capsule": ((-0.42, -0.42, -0.97), (0.42, 0.42, 0.97)),
     "walker": ((-0.62, -0.42, -1.08), (0.62, 0.42, 1.0)),
 }
+# Tight local bounds of the shapes that turn about z: the radius of a ball about the origin and of a cylinder
+# about the z axis that hold the shape (from the SDF parameters below: the cube is a 0.53 box grown by 0.05,
+# the cone's base rim is at radius 0.68, z = -0.7). Rays start where they enter box, ball and cylinder.
+LOCAL_RADII = {
+    "sphere": (1.0, 1.0),
+    "cube": (0.53 * math.sqrt(3) + 0.05, 0.53 * math.sqrt(2) + 0.05),
+    "torus": (0.98, 0.98),
+    "cone": (math.hypot(0.68, 0.7), 0.68),
+    "cylinder": (math.hypot(0.6, 0.75), 0.6),
+    "capsule": (0.97, 0.42),
+}
 TORUS_TILT_DEG = 60.0  # so the hole shows from the usual camera elevations
 
 # Motion amplitudes (world units / degrees) over one clip t in [0, 1].
