@@ -102,14 +102,27 @@ class _Capsules:
 
     table: Tensor
     r: Tensor
+    balls: Tensor  # [F, 4, K]: centre (x, y, z) and radius of a ball around each capsule
 
 
 def _capsules(pose: Pose) -> _Capsules | None:
     if pose.seg_a is None:
         return None
     ba = pose.seg_b - pose.seg_a
-    inv = 1.0 / (ba * ba).sum(-1).clamp(min=1e-12)
-    return _Capsules(torch.cat([pose.seg_a.transpose(1, 2), ba.transpose(1, 2), inv[:, None]], 1), pose.seg_r)
+    length2 = (ba * ba).sum(-1)
+    table = torch.cat([pose.seg_a.transpose(1, 2), ba.transpose(1, 2), 1.0 / length2.clamp(min=1e-12)[:, None]], 1)
+    centre = pose.seg_a + 0.5 * ba
+    balls = torch.cat([centre.transpose(1, 2), (0.5 * length2.sqrt() + pose.seg_r)[:, None]], 1)
+    return _Capsules(table, pose.seg_r, balls)
+
+
+def _near_capsules(capsules: _Capsules, o: Tensor, d: Tensor, frame: Tensor | None, margin: float) -> Tensor:
+    """Which rays (``[3, N]`` origins, unit directions) pass within ``margin`` of a capsule's ball ``[N]`` bool.
+    The others never come near the figure, so they cannot hit it."""
+    balls = capsules.balls[0, :, None] if frame is None else capsules.balls[frame].transpose(0, 1)  # [4, N|1, K]
+    ox, oy, oz = (balls[i] - o[i, :, None] for i in range(3))
+    along = ox * d[0, :, None] + oy * d[1, :, None] + oz * d[2, :, None]
+    return (ox * ox + oy * oy + oz * oz - along * along <= (balls[3] + margin) ** 2).any(-1)
 
 
 def _sdf(shape: str, q: Tensor, capsules: _Capsules | None, frame: Tensor | None) -> Tensor:
@@ -204,11 +217,15 @@ def _march(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, frame: 
             t_in, t_out = _enter_leave(o[:axes], d[:axes], radius + 1e-3)
             live &= t_out > torch.maximum(near, t_in)
             far = torch.minimum(far, t_out)
+    start = torch.nonzero(live).squeeze(1)
+    if capsules is not None:  # the walker: rays that pass by every limb's ball never step
+        start = start[_near_capsules(capsules, o[:, start], d[:, start], None if frame is None else frame[start],
+                                     1e-3)]
     per_ray = capsules is not None and frame is not None
     rows = [o, d, near[None], far[None], torch.arange(o.shape[1], dtype=torch.float32)[None]]
     if per_ray:
         rows.append(frame.float()[None])
-    state = torch.cat(rows).index_select(1, torch.nonzero(live).squeeze(1))  # indices exact below 2^24
+    state = torch.cat(rows).index_select(1, start)  # ray indices as float: exact below 2^24 rays
     pending = []
     for _ in range(max_steps):
         if state.shape[1] == 0:
