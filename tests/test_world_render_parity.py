@@ -10,7 +10,7 @@ from pipelines.world import render_reference
 from pipelines.world.datasets import sample_times, sample_views
 from pipelines.world.grammar import WorldSpec, sample_spec
 from pipelines.world.render import render_world, trace
-from pipelines.world.sdf import pose_at
+from pipelines.world.sdf import LOCAL_GRADIENT, LOCAL_SDF, pose_at
 from renderers.cameras import Cameras, orbit_cameras
 
 # One seed per shape (glossy and matte, every motion but one among them), walker walking included.
@@ -60,3 +60,17 @@ def test_trace_hits_a_sphere_where_the_quadratic_says():
     clear = disc > 0.01  # not grazing
     assert torch.isfinite(t[clear]).all() and (t[clear] - truth[clear]).abs().max() < 1e-3
     assert torch.isinf(t[disc < -0.01]).all()
+
+
+@pytest.mark.parametrize("shape", sorted(LOCAL_GRADIENT))
+def test_closed_form_gradients_match_central_differences(shape):
+    q = torch.rand(20000, 3, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    q = q[LOCAL_SDF[shape](q).abs() < 0.05]  # near the surface, where the renderer asks
+    assert len(q) > 500
+    h = 1e-3
+    probes = torch.cat([q + h * e for e in torch.eye(3)] + [q - h * e for e in torch.eye(3)])
+    d = LOCAL_SDF[shape](probes).reshape(6, -1)
+    numeric = torch.nn.functional.normalize((d[:3] - d[3:]).T, dim=-1)
+    closed = torch.nn.functional.normalize(torch.stack(LOCAL_GRADIENT[shape](q), -1), dim=-1)
+    close = ((numeric - closed).abs().amax(-1) < 1e-2).float().mean()
+    assert close > 0.99  # all but points within a step of a seam
