@@ -47,6 +47,18 @@ def test_fast_renderer_reproduces_the_reference_pictures(seed):
     assert (new.depth[..., 0][off] == 0).all() and (new.rgb[off] == 0).all()
 
 
+@pytest.mark.parametrize("seed", (13, 9))
+def test_one_time_for_all_cameras_matches_the_reference(seed):
+    spec = sample_spec(seed)
+    cams = sample_views(seed, 6, 32)
+    new, old = render_world(spec, cams, 0.37), render_reference.render_world(spec, cams, 0.37)
+    assert float((new.alpha - old.alpha).abs().mean()) < 1e-3
+    assert float((new.rgb - old.rgb).abs().amax()) < 0.21  # a flipped sub-sample at most
+    assert float((new.rgb - old.rgb).abs().mean()) < 1e-3
+    plain, plain_old = (r(spec, cams, 0.37, antialias=False) for r in (render_world, render_reference.render_world))
+    assert torch.equal(plain.alpha, plain_old.alpha)
+
+
 def test_trace_hits_a_sphere_where_the_quadratic_says():
     spec = WorldSpec("sphere", "red", "bounce", size="large")
     cams = orbit_cameras(2.7, 20.0, 40.0, 40.0, 24, 24)
