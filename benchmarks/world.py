@@ -54,12 +54,11 @@ def _render_samples(seeds: list[int], resolution: int, reference: bool = False) 
 
 
 def _warm_worker() -> None:
-    """Pool initializer: imports and one sample, so that the timed shards see a running worker."""
-    import torch
+    """Pool initializer: the builder's own worker set-up, then one sample, so that the timed shards see a
+    running worker."""
+    from pipelines.world.datasets import _build_worker, render_sample
 
-    from pipelines.world.datasets import render_sample
-
-    torch.set_num_threads(1)
+    _build_worker()
     render_sample(0, "matrix", 64, 4, 4)
 
 
