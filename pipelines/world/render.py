@@ -177,11 +177,11 @@ def _camera_frames(cameras: Cameras, pose: Pose) -> tuple[Tensor, Tensor]:
 
 
 def _enter_leave(o: Tensor, d: Tensor, radius: float) -> tuple[Tensor, Tensor]:
-    """Ray parameters ``[N]`` where rays ``o + t d`` (``[K, N]``, the first K coordinates) enter and leave the
-    set |x| <= ``radius`` (empty interval: enter > leave; a ray parallel to a cylinder's axis never leaves)."""
-    a = (d * d).sum(0)
-    b = (o * d).sum(0)
-    c = (o * o).sum(0) - radius * radius
+    """Ray parameters ``[N]`` where rays ``o + t d`` (``[2, N]``: x and y) enter and leave the z-cylinder of
+    ``radius`` (empty interval: enter > leave; a ray parallel to the axis never leaves)."""
+    a = d[0] * d[0] + d[1] * d[1]
+    b = o[0] * d[0] + o[1] * d[1]
+    c = o[0] * o[0] + o[1] * o[1] - radius * radius
     disc = b * b - a * c
     parallel, inside = a < 1e-12, c <= 0
     root, a = disc.clamp(min=0).sqrt(), a.clamp(min=1e-12)
@@ -198,34 +198,45 @@ def _march(shape: str, capsules: _Capsules | None, o: Tensor, d: Tensor, frame: 
     each comes within ``cone`` times its length of the surface (at least ``eps``), leaves the box or runs
     out of steps. Returns the indices ``[M]`` of the rays that did not leave the box and their parameters.
 
-    The working set is one tensor of rows (origin, direction, t, t_far, ray index, frame), coordinates
-    contiguous, so that dropping finished rays is one gather and each step is one SDF evaluation of the
-    live rays only.
+    Rays that miss a ball about the origin go no further (a dozen ops per ray, for every pixel); the rest
+    also need to cross the box and, for the shapes that turn about z, a tight z-cylinder. Rays that miss
+    these never come near the surface, and rays past where they leave them only move away from it: they
+    stop there. (Stepping still starts at the box: a later start changes which grazing rays the
+    refinement calls hits.) The working set is one tensor of rows (origin, direction, t, t_far, ray index,
+    frame), coordinates contiguous, so that dropping finished rays is one gather and each step is one SDF
+    evaluation of the live rays only.
     """
-    lo, hi = (torch.tensor(corner)[:, None] for corner in LOCAL_BOX[shape])
+    lo_corner, hi_corner = LOCAL_BOX[shape]
+    if shape in LOCAL_RADII:
+        ball = LOCAL_RADII[shape][0] + 1e-3
+    else:  # around the box, grown like the box below
+        ball = math.hypot(*(max(-lo, hi) + 1e-3 for lo, hi in zip(lo_corner, hi_corner))) + 1e-3
+    b = o[0] * d[0] + o[1] * d[1] + o[2] * d[2]
+    c = o[0] * o[0] + o[1] * o[1] + o[2] * o[2] - ball * ball
+    disc = b * b - c
+    ray = torch.nonzero((disc > 0) & ((b < 0) | (c < 0))).squeeze(1)
+    root = disc[ray].sqrt()
+    b, o, d = b[ray], o[:, ray], d[:, ray]
+    frame = None if frame is None else frame[ray]
+    lo, hi = (torch.tensor(corner)[:, None] for corner in (lo_corner, hi_corner))
     inv = 1.0 / torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
     t0, t1 = (lo - 1e-3 - o) * inv, (hi + 1e-3 - o) * inv
     t_in, t_out = torch.minimum(t0, t1), torch.maximum(t0, t1)
     near = torch.maximum(torch.maximum(t_in[0], t_in[1]), t_in[2]).clamp(min=0)
-    far = torch.minimum(torch.minimum(t_out[0], t_out[1]), t_out[2])
-    live = far > near
+    far = torch.minimum(torch.minimum(t_out[0], t_out[1]), torch.minimum(t_out[2], root - b))
+    live = far > torch.maximum(near, -b - root)
     if shape in LOCAL_RADII:
-        # Rays that miss the tight ball or z-cylinder never come near the surface, and rays past where they leave
-        # them only move away from it: drop the former, stop the latter there. (Stepping still starts at the
-        # box: a later start changes which grazing rays the refinement below calls hits.)
-        for radius, axes in zip(LOCAL_RADII[shape], (3, 2)):
-            t_in, t_out = _enter_leave(o[:axes], d[:axes], radius + 1e-3)
-            live &= t_out > torch.maximum(near, t_in)
-            far = torch.minimum(far, t_out)
-    start = torch.nonzero(live).squeeze(1)
+        t_in, t_out = _enter_leave(o, d, LOCAL_RADII[shape][1] + 1e-3)
+        live &= t_out > torch.maximum(near, t_in)
+        far = torch.minimum(far, t_out)
+    keep = torch.nonzero(live).squeeze(1)
     if capsules is not None:  # the walker: rays that pass by every limb's ball never step
-        start = start[_near_capsules(capsules, o[:, start], d[:, start], None if frame is None else frame[start],
-                                     1e-3)]
+        keep = keep[_near_capsules(capsules, o[:, keep], d[:, keep], None if frame is None else frame[keep], 1e-3)]
     per_ray = capsules is not None and frame is not None
-    rows = [o, d, near[None], far[None], torch.arange(o.shape[1], dtype=torch.float32)[None]]
+    rows = [o, d, near[None], far[None], ray.float()[None]]  # ray indices as float: exact below 2^24 rays
     if per_ray:
         rows.append(frame.float()[None])
-    state = torch.cat(rows).index_select(1, start)  # ray indices as float: exact below 2^24 rays
+    state = torch.cat(rows).index_select(1, keep)
     pending = []
     for _ in range(max_steps):
         if state.shape[1] == 0:
