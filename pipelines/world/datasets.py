@@ -120,6 +120,15 @@ def render_sample(seed: int, layout: str, resolution: int, views: int, frames: i
     return record
 
 
+def _build_worker() -> None:
+    """Set up a process of :meth:`WorldDataset.build`'s pool: one torch thread (the renderer runs one anyway) and
+    glibc keeping freed memory (the renderer's large temporaries otherwise page-fault in afresh every step)."""
+    from renderers.allocator import tune_cpu_allocator
+
+    torch.set_num_threads(1)
+    tune_cpu_allocator()
+
+
 def _render_shard(args: tuple) -> str:
     path, seeds, layout, resolution, views, frames, voxel_resolution, rig = args
     torch.set_num_threads(1)
@@ -200,7 +209,8 @@ class WorldDataset(Dataset):
         else:
             import multiprocessing
 
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_build_worker) as pool:
                 list(pool.map(_render_shard, [self._shard_args(s) for s in missing]))
         return len(missing)
 
