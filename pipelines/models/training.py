@@ -70,6 +70,9 @@ class TrainPriorConfig(Config):
     warmup: int = 50
     ema: float = 0.999
     p_uncond: float = 0.1
+    # Captions dropped for the image-conditioned roles: with the caption present the clean reference view
+    # is redundant, and a model trained so ignores the image when a pipeline gives none (Diffusion²).
+    p_uncond_image: float = 0.1
     p_drop_image: float = 0.1
     shared_noise: float = 0.5
     seed: int = 0
@@ -147,8 +150,8 @@ def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptT
     rng = np.random.default_rng([config.seed, step, 7] + ([rank] if rank else []))
     S = world.rgb.shape[0]
 
-    def caption(i: int) -> str:
-        if rng.random() < config.p_uncond:
+    def caption(i: int, role: str) -> str:
+        if rng.random() < (config.p_uncond_image if role.startswith("image-to") else config.p_uncond):
             return ""
         spec = world.specs[i]
         return spec.caption() if rng.random() < 0.3 else spec.caption(rng)
@@ -160,8 +163,9 @@ def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptT
         rows = idx[:, None].expand_as(vv)
         x0 = _latents(world.rgb[rows, vv, ff], config.downsample)
         clean = torch.tensor([e[3] for e in entries], dtype=torch.bool)
+        ids = tokenizer.encode([caption(e[0], role) for e, role in zip(entries, roles)])
         return {"x0": x0, "c2w": world.c2w[rows, vv], "K": world.K[rows, vv], "times": world.times[rows, ff],
-                "clean": clean, "ids": tokenizer.encode([caption(e[0]) for e in entries]), "roles": roles}
+                "clean": clean, "ids": ids, "roles": roles}
 
     sets, roles = [], []
     for _ in range(config.batch):
