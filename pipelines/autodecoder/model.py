@@ -202,6 +202,13 @@ class Autodecoder(nn.Module):
         c_last = config.channels(config.levels)
         self.out_norm = _norm(config.norm, c_last)
         self.out = nn.Conv3d(c_last, 4, 1)
+        # Object-wide colour offsets read off the mean of the latent volume: the per-sample normalisations of
+        # the decoder remove such global shifts, so without this path every object decodes to the same mean
+        # colour. Colour only (a global density offset lets early training empty every volume at once), and
+        # zero at the start, so training begins from the paper's decoder.
+        self.global_head = nn.Linear(config.channels(config.latent_level), 3)
+        nn.init.zeros_(self.global_head.weight)
+        nn.init.zeros_(self.global_head.bias)
         with torch.no_grad():  # start nearly empty and grey, as VoxelScene.empty does
             self.out.bias.copy_(torch.tensor([-3.0, 0.0, 0.0, 0.0]))
             self.out.weight.mul_(0.1)
@@ -224,10 +231,19 @@ class Autodecoder(nn.Module):
     def decode_latent(self, latent: Tensor, level: int | None = None) -> Tensor:
         """G_2: the raw radiance grid ``[N, 4, R, R, R]`` (density, rgb; axes z, y, x) from a level's volume."""
         level = self.config.latent_level if level is None else level
+        if level > self.config.latent_level:
+            raise ValueError(f"decode from level {self.config.latent_level} or below, not {level}")
         x = latent
-        for up in self.levels[level:]:
+        for i, up in enumerate(self.levels[level:], start=level):
+            if i == self.config.latent_level:
+                offsets = self.global_head(x.mean((2, 3, 4)))
             x = up(x)
-        return self.out(F.relu(self.out_norm(x)))
+        if level == self.config.levels:
+            offsets = self.global_head(x.mean((2, 3, 4)))
+        # no ReLU before the head: with non-negative features a density head that early training turns negative
+        # (the background dominates the images) could never raise density again; normalised features are signed.
+        raw = self.out(self.out_norm(x))
+        return torch.cat([raw[:, :1], raw[:, 1:] + offsets[:, :, None, None, None]], 1)
 
     def forward(self, objects: Tensor) -> Tensor:
         """The raw radiance grids ``[N, 4, R, R, R]`` of objects ``[N]``."""
