@@ -233,12 +233,12 @@ class Autodecoder(nn.Module):
         level = self.config.latent_level if level is None else level
         if level > self.config.latent_level:
             raise ValueError(f"decode from level {self.config.latent_level} or below, not {level}")
-        x = latent
+        x, offsets = latent, None
         for i, up in enumerate(self.levels[level:], start=level):
             if i == self.config.latent_level:
                 offsets = self.global_head(x.mean((2, 3, 4)))
             x = up(x)
-        if level == self.config.levels:
+        if offsets is None:  # the latent level is the last one
             offsets = self.global_head(x.mean((2, 3, 4)))
         # no ReLU before the head: with non-negative features a density head that early training turns negative
         # (the background dominates the images) could never raise density again; normalised features are signed.
