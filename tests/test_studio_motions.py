@@ -107,7 +107,7 @@ def test_the_gallery_shows_clips_and_a_pick_starts_the_job(qtbot):
     label, frames, pick = gallery.cards[2]
     assert len(frames) == 3 and not label.pixmap().isNull()
     first = label.pixmap().toImage()
-    qtbot.waitUntil(lambda: label.pixmap().toImage() != first, timeout=2000)  # the clip plays
+    qtbot.waitUntil(lambda: label.pixmap().toImage() != first, timeout=10_000)  # the clip plays
     qtbot.mouseClick(pick, Qt.MouseButton.LeftButton)
     seed = gallery.search.seeds[2]
     assert model.runner.specs[-1].config.motion_seed == seed and not gallery.isVisible()
