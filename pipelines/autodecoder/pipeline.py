@@ -61,14 +61,12 @@ def preflight(inputs: dict, config: TextTo3DConfig, priors: dict | None = None) 
 
 
 def prompt_class(prompt: str) -> int | None:
-    """Index of the world shape named in ``prompt`` (:data:`pipelines.world.grammar.SHAPES`), or None."""
-    from pipelines.world.grammar import SHAPES
+    """Index of the world shape the prompt names (:data:`pipelines.world.grammar.SHAPES`), synonyms included
+    ("ball" -> sphere, "box" -> cube), or None."""
+    from pipelines.world.grammar import SHAPES, attributes_from_text
 
-    words = prompt.lower().replace(",", " ").split()
-    for i, shape in enumerate(SHAPES):
-        if shape in words or shape + "s" in words:
-            return i
-    return None
+    shape = attributes_from_text(prompt).get("shape")
+    return SHAPES.index(shape) if shape in SHAPES else None
 
 
 def run(inputs: dict[str, str], config: TextTo3DConfig, context) -> Iterator:
