@@ -43,6 +43,18 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     figures = {"sample_4views_25steps_s": median_time(lambda: sample(prior, cond, views=4, steps=25, generator=gen),
                                                       repeats)}
+    # The bar is set at 64 px; the bundled model works at 32 px. The same network at 64 px (4 x the
+    # tokens, random weights) shows what a 64 px model of this size would cost.
+    from dataclasses import replace
+
+    from pipelines.models.field_dit import FieldDiT
+    from pipelines.priors.inhouse import FieldPrior
+
+    big = FieldPrior(FieldDiT(replace(prior.arch, resolution=64)).eval(), "text-to-multiview", "inhouse-t2mv")
+    cond_big = big.encode_prompt(["a red ball bouncing"])
+    cond_big.cameras = cond.cameras
+    figures["sample_4views_25steps_64px_s"] = median_time(
+        lambda: sample(big, cond_big, views=4, steps=25, generator=gen), max(1, repeats // 2))
     cond4 = prior.encode_prompt(["a red ball bouncing"] * 4)
     x = torch.randn(4, 1, 1, prior.latent_channels, prior.arch.latent_size, prior.arch.latent_size)
     with torch.no_grad():
@@ -74,8 +86,8 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
     times.sort()
     figures["train_views_per_s"] = (config.batch * 4 + config.image_batch) / times[len(times) // 2]
-    report("inhouse_prior", figures, {"sample_4views_25steps_s": ("<", 3.0), "guided_step_batch4_s": ("<", 0.3)},
-           args.json)
+    report("inhouse_prior", figures, {"sample_4views_25steps_s": ("<", 3.0), "sample_4views_25steps_64px_s": ("<", 3.0),
+                                      "guided_step_batch4_s": ("<", 0.3)}, args.json)
 
 
 if __name__ == "__main__":

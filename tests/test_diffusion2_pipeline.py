@@ -73,6 +73,8 @@ def test_image_to_4d_end_to_end(tiny_models, tmp_path, monkeypatch):
     scene, events = run_pipeline("image-to-4d", {"image": str(asset_path("examples", "red_ball.png"))}, tmp_path)
     stages = [e.stage for e in events if isinstance(e, Progress)]
     assert stages[0] == "reference" and stages.count("sampling") == 2 and stages.count("reconstruction") == 6
+    # the in-house priors get the reference described in their words (they follow captions better than images)
+    assert any("described the reference as 'a red sphere'" in getattr(e, "message", "") for e in events)
     previews = [e for e in events if isinstance(e, Preview)]
     grids = [p for p in previews if p.grid == (3, 3)]
     assert grids and grids[-1].image.shape == (48, 48, 3)

@@ -10,6 +10,7 @@ from pipelines.world.classifier import (
     HEADS,
     AttributeClassifier,
     ClassifierConfig,
+    describe_image,
     load_classifier,
     prompt_accuracy,
     train_classifier,
@@ -60,3 +61,13 @@ def test_the_bundled_classifier_reads_the_examples():
     for spec, prompt in ((WorldSpec("torus", "green", "spin", "glossy", "large"), "a green ring spinning"),
                          (WorldSpec("walker", "yellow", "walk", size="large"), "a yellow figure walking")):
         assert prompt_accuracy(WorldScene(spec), prompt, model)["accuracy"] >= 2 / 3
+
+
+def test_describe_image_names_the_colour_and_shape_of_the_example_images():
+    from assets import asset_path
+    from pipelines.diffusion2.inputs import load_reference
+
+    for name, caption in (("red_ball.png", "a red sphere"), ("blue_cube.png", "a blue cube"),
+                          ("green_torus.png", "a green torus")):
+        ref = load_reference(str(asset_path("examples", name)), "image", frames=1)
+        assert describe_image(ref.rgb[0], ref.alpha[0]) == caption

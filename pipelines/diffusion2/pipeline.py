@@ -88,6 +88,23 @@ def _reference(kind: str, inputs: dict, config: Diffusion2Config, context) -> It
     return recentre(ref, config.resolution, config.fill) if config.recenter else resize(ref, config.resolution)
 
 
+def _prior_prompt(kind: str, inputs: dict, config: Diffusion2Config, reference, priors) -> Iterator:
+    """The text given to the orbit and video priors with the reference: ``config.prompt``, else the user's
+    prompt (text-to-4D), else, for the in-house prior (which follows captions far better than reference
+    images), a caption of the reference read by the world's attribute classifier. Yields Log events."""
+    from pipelines.events import Log
+
+    if config.prompt or kind == "prompt":
+        return config.prompt or inputs["prompt"]
+    if not any(hasattr(p, "arch") for p in priors):
+        return ""
+    from pipelines.world.classifier import describe_image
+
+    caption = describe_image(reference.rgb[0], reference.alpha[0])
+    yield Log(f"described the reference as {caption!r} for the in-house prior (set 'prompt' to override)")
+    return caption
+
+
 def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator:
     from pipelines.diffusion2.denoisers import PriorDenoiser, image_conditioning, max_sigma
     from pipelines.diffusion2.reconstruct import MatrixFit, masks_from_images, matrix_cameras
@@ -114,17 +131,18 @@ def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator
 
     reference = yield from _reference(kind, inputs, config, context)
     ref_images = reference.composite(config.background)  # [N, S, S, 3]
+    prompt = yield from _prior_prompt(kind, inputs, config, reference, (video_prior, mv_prior))
 
     def orbit_conditioning(images: Tensor) -> object:
         """Columns: each orbit conditioned on the reference view at its frame (images [K, S, S, 3])."""
         c2w = cameras.c2w[None].expand(images.shape[0], -1, -1, -1)
         return image_conditioning(mv_prior, images.permute(0, 3, 1, 2), c2w, config.elevation,
-                                  azimuths[None].expand(images.shape[0], -1), config.prompt)
+                                  azimuths[None].expand(images.shape[0], -1), prompt)
 
     def video_conditioning(images: Tensor, views: Tensor) -> object:
         """Rows: each clip conditioned on its view at the reference frame (images [R, S, S, 3])."""
         return image_conditioning(video_prior, images.permute(0, 3, 1, 2), cameras.c2w[views][:, None],
-                                  config.elevation, azimuths[views][:, None], config.prompt)
+                                  config.elevation, azimuths[views][:, None], prompt)
 
     # ---------------------------------------------------------------- stage 1a: the references (Fig. 2 (i))
     if done < 1:
@@ -219,9 +237,10 @@ def motion_candidates(kind: str, inputs: dict, config: Diffusion2Config, seeds: 
     prior = load_prior(prior_name(config, context, "video"), device=context.device)
     reference = yield from _reference(kind, inputs, config, context)
     image = reference.composite(config.background)[:1]
+    prompt = yield from _prior_prompt(kind, inputs, config, reference, (prior,))
     cameras = matrix_cameras(sc.views, config.elevation, config.distance, config.fovy, config.resolution)
     cond = image_conditioning(prior, image.permute(0, 3, 1, 2), cameras.c2w[:1][:, None], config.elevation,
-                              torch.zeros(1, 1), config.prompt)
+                              torch.zeros(1, 1), prompt)
     rows = PriorDenoiser(prior, cond, "rows", sc.video_guidance)
     settings = SamplerSettings(sc.reference_steps, sc.sigma_min, min(sc.sigma_max, max_sigma(prior)), sc.rho,
                                sc.solver, min(sc.rollback_steps, sc.reference_steps), sc.chunk)
