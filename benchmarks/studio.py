@@ -72,6 +72,7 @@ def main() -> None:
     viewer = Viewer()
     model = StudioModel(viewer=viewer)
     window = MainWindow(model, viewer.url)
+    window.confirm_on_close = False  # no "cancel the running job?" dialog at the end of an unattended run
     window.show()
     figures = {}
     try:
