@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -145,21 +146,31 @@ def _follow(start, args) -> int:
             job = start(runner)
         except (ConfigError, ValueError, OSError) as err:
             return _bad_input(err)
-        interrupted = False
         show = _JsonPrinter() if args.json else _Bars(job)
-        with show:
-            while True:
-                try:
-                    for event in job.events():
-                        show(event)
-                    break
-                except KeyboardInterrupt:
-                    if interrupted:
-                        job.cancel(force=True)
-                    else:
-                        interrupted = True
-                        show.note("cancelling: saving a checkpoint (Ctrl-C again to stop at once)")
-                        job.cancel()
+        # Ctrl-C is counted by a handler and acted on between events, never raised as KeyboardInterrupt in
+        # the middle of reading the event queue or printing (which could lose the job's last events).
+        presses = [0]
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: presses.__setitem__(0, presses[0] + 1))
+        handled = 0
+        try:
+            with show:
+                while True:
+                    try:
+                        for event in job.events(timeout=0.2):
+                            show(event)
+                        break
+                    except TimeoutError:
+                        pass
+                    if presses[0] > handled:
+                        handled = presses[0]
+                        if handled == 1:
+                            show.note("cancelling: saving a checkpoint (Ctrl-C again to stop at once)")
+                            job.cancel()
+                        else:
+                            job.cancel(force=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        interrupted = handled > 0
         job.wait()
         if not args.json:
             _print_outcome(job)
