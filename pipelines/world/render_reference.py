@@ -15,71 +15,36 @@ rotated-grid sub-samples, which are averaged with the centre sample.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from pipelines.world.grammar import WorldSpec
+
+# Constants, the result type, the one-thread guard and the per-camera times are the fast renderer's own:
+# only the tracing below is frozen.
+from pipelines.world.render import (
+    _SUBSAMPLES,
+    AMBIENT,
+    AMBIENT_SKY,
+    CONE_PIXELS,
+    DIFFUSE,
+    HIT_EPS,
+    LIGHT_DIR,
+    MAX_STEPS,
+    NORMAL_STEP,
+    PATTERN_CONTRAST,
+    REFINE_STEPS,
+    RELAX,
+    SHININESS,
+    SPECULAR,
+    WorldRender,
+    _times_for,
+    one_thread,
+)
 from pipelines.world.sdf import LOCAL_BOX, LOCAL_SDF, Pose, pose_at, sdf_capsules, to_local
 from renderers.cameras import Cameras
-
-HIT_EPS = 1e-4
-CONE_PIXELS = 0.2  # a ray hits once it is this many pixels' footprint from the surface (then it is refined)
-REFINE_STEPS = 16
-RELAX = 1.8
-MAX_STEPS = 128
-NORMAL_STEP = 5e-4
-
-# World lighting: a key light from above and in front of azimuth 30 deg, plus a sky/ground ambient, so that
-# diffuse appearance is the same from every view (the priors learn 3D-consistent colour).
-LIGHT_DIR = (0.45, 0.3, 0.84)
-AMBIENT, AMBIENT_SKY, DIFFUSE = 0.3, 0.12, 0.66
-SPECULAR, SHININESS = 0.6, 48.0
-PATTERN_CONTRAST = 0.2  # darkening of alternate cells of the surface checker, so spins show on round shapes
-
-# Rotated-grid sub-pixel offsets for the edge pixels (in pixels, from the centre).
-_SUBSAMPLES = ((-0.125, -0.375), (0.375, -0.125), (0.125, 0.375), (-0.375, 0.125))
-
-
-@dataclass
-class WorldRender:
-    """``rgb`` ``[C, H, W, 3]`` premultiplied by ``alpha`` ``[C, H, W, 1]``; ``depth`` ``[C, H, W, 1]``
-    (camera z, 0 off the object); ``normal`` ``[C, H, W, 3]`` (world, unit on the object, 0 off it)."""
-
-    rgb: Tensor
-    alpha: Tensor
-    depth: Tensor
-    normal: Tensor
-
-    def composite(self, background: Tensor | float) -> Tensor:
-        """RGB over a background colour ``[3]`` or image ``[C, H, W, 3]``."""
-        return self.rgb + (1 - self.alpha) * background
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block. Sphere tracing is many small ops (a few thousand rays per
-    step); intra-op threads cost more than they give there, and on a loaded 2-core machine a 2-thread
-    ``norm`` of 16k points measured 20x slower than a 1-thread one. Parallelise across processes instead."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _times_for(cameras: Cameras, t: float | Tensor) -> Tensor:
-    times = torch.as_tensor(t, dtype=torch.float32).reshape(-1)
-    if times.numel() == 1:
-        return times
-    if times.numel() != len(cameras):
-        raise ValueError(f"{len(cameras)} cameras but {times.numel()} times")
-    return times
 
 
 def _pose_parts(pose: Pose, frame: Tensor | None, n: int) -> tuple[Tensor, Tensor, Tensor]:
