@@ -244,3 +244,18 @@ __all__ = [
     "Config", "ConfigError", "PRESET_NAMES", "config_fields", "config_from_dict", "config_from_mapping",
     "config_from_toml", "config_to_dict", "config_to_toml",
 ]
+
+
+def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, Any]:
+    """Command-line ``KEY=VALUE`` overrides as a dict; values read as TOML (``20`` -> 20, ``true`` -> True,
+    ``[1, 2]`` -> a list), anything else kept as a string. A malformed item is a :class:`ConfigError`."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got '{item}'.")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()
+    return out

@@ -83,3 +83,12 @@ def test_fields_listing_for_generated_forms():
     names = {name: help for name, _, _, help in config_fields(FitConfig)}
     assert names["steps"] == "optimisation steps"
     assert "render.resolution" in names and "render.samples" in names
+
+
+def test_parse_overrides_reads_toml_values_and_names_a_malformed_item():
+    from pipelines.config import ConfigError, parse_overrides
+
+    assert parse_overrides(["steps=20", "lr=0.5", "flag=true", "levels=[1, 2]", "name=red ball"]) == {
+        "steps": 20, "lr": 0.5, "flag": True, "levels": [1, 2], "name": "red ball"}
+    with pytest.raises(ConfigError, match="--set expects KEY=VALUE, got 'steps'"):
+        parse_overrides(["steps"])

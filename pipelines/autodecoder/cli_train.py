@@ -45,23 +45,6 @@ def add_parsers(models) -> None:
                            help="judge N samples of held-out test captions with the world classifier (0: skip)")
 
 
-def _overrides(items: list[str]) -> dict:
-    import tomllib
-
-    from pipelines.config import ConfigError
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = value.strip()
-    return out
-
-
 def _progress(stage: str, total: int, start: int):
     from pipelines.events import EtaEstimator
 
@@ -83,7 +66,7 @@ def train_autodecoder_stage(args) -> int:
     from pipelines.autodecoder.model import Autodecoder, AutodecoderConfig
     from pipelines.autodecoder.train import ObjectViews, render_objects, train_autodecoder
     from pipelines.checkpoints import latest_checkpoint
-    from pipelines.config import config_from_dict
+    from pipelines.config import config_from_dict, parse_overrides
     from pipelines.paths import data_dir
     from pipelines.world.datasets import MultiViewDataset
     from pipelines.world.metrics import psnr
@@ -94,7 +77,7 @@ def train_autodecoder_stage(args) -> int:
     # a resumed run keeps its own config; --set on top of it may change e.g. the step count
     base = (config_from_dict(AutodecoderConfig, previous.extra["config"]) if previous is not None
             else AutodecoderConfig.preset(args.preset))
-    config = base.override(_overrides(args.set))
+    config = base.override(parse_overrides(args.set))
     cache = args.cache_dir or data_dir() / "world-cache"
     data = MultiViewDataset("train", config.num_objects, resolution=config.image_size,
                             views=len(TRAIN_VIEWS) + len(HELD_OUT_VIEWS), cache_dir=cache)
@@ -160,12 +143,13 @@ def train_diffusion_stage(args) -> int:
 
     from pipelines.autodecoder.diffusion import EDM, DiffusionConfig, LatentUNet3d, tokenize
     from pipelines.autodecoder.generate import save_bundle, train_diffusion, training_latents
+    from pipelines.config import parse_overrides
     from pipelines.world import grammar
     from pipelines.world.datasets import split_seeds
 
     run_dir = args.out
     model, ad_step = load_stage1(run_dir)
-    config = DiffusionConfig.preset(args.preset).override({**DIFFUSION_DEFAULTS, **_overrides(args.set)})
+    config = DiffusionConfig.preset(args.preset).override({**DIFFUSION_DEFAULTS, **parse_overrides(args.set)})
     seeds = split_seeds("train", model.config.num_objects)
     specs = [grammar.sample_spec(s) for s in seeds]
     captions = [s.caption() for s in specs]

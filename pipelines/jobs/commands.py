@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------- commands
 def _generate(args) -> int:
-    from pipelines.config import ConfigError
+    from pipelines.config import ConfigError, parse_overrides
     from pipelines.jobs.spec import JobSpec
     from pipelines.registry import get_pipeline
 
@@ -78,8 +78,7 @@ def _generate(args) -> int:
             raise ConfigError(f"'{info.name}' takes {wanted}, got {len(args.inputs)} input(s).")
         spec = JobSpec.create(info.name, args.preset, inputs=dict(zip(info.inputs, args.inputs)), seed=args.seed,
                               priors=_pairs(args.prior, "--prior", "ROLE=NAME"),
-                              overrides={k: _toml_value(v) for k, v in _pairs(args.overrides, "--set",
-                                                                            "KEY=VALUE").items()})
+                              overrides=parse_overrides(args.overrides))
     except (ConfigError, ValueError, KeyError) as err:
         return _bad_input(err)
     return _follow(lambda runner: runner.submit(spec), args)
@@ -270,16 +269,6 @@ def _pairs(items: list[str], flag: str, form: str) -> dict[str, str]:
             raise ValueError(f"{flag} expects {form}, got '{item}'.")
         out[key.strip()] = value.strip()
     return out
-
-
-def _toml_value(text: str):
-    """``20`` -> 20, ``0.5`` -> 0.5, ``true`` -> True, ``[1, 2]`` -> [1, 2]; anything else a string."""
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 def _print_settings(info) -> int:

@@ -40,15 +40,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_value(text: str):
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _init_distributed() -> None:
     """Join the process group torchrun set up (gloo on CPU, nccl on GPUs); nothing when run alone."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -66,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         from pipelines.autodecoder import cli_train as autodecoder_cli
 
         return autodecoder_cli.run(args)
-    from pipelines.config import ConfigError, config_from_toml
+    from pipelines.config import ConfigError, config_from_toml, parse_overrides
     from pipelines.models.training import TrainPriorConfig, export_prior, train_prior
 
     try:
@@ -76,12 +67,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         config = (config_from_toml(TrainPriorConfig, args.config.read_text()) if args.config
                   else TrainPriorConfig.preset(args.preset))
-        overrides = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
-            overrides[key.strip()] = _parse_value(value.strip())
+        overrides = parse_overrides(args.set)
         if overrides:
             config = config.override(overrides)
         _init_distributed()

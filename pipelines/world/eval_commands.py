@@ -35,8 +35,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.config import ConfigError
-    from pipelines.jobs.commands import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_DONE, EXIT_FAILED, _pairs, _toml_value
+    from pipelines.config import ConfigError, parse_overrides
+    from pipelines.jobs.commands import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_DONE, EXIT_FAILED
     from pipelines.registry import UnknownPipelineError
     from pipelines.world.suites import SuiteError, load_suite
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit must be at least 1, got {args.limit}.")
         suite = load_suite(args.suite)
-        overrides = {k: _toml_value(v) for k, v in _pairs(args.overrides, "--set", "KEY=VALUE").items()}
+        overrides = parse_overrides(args.overrides)
         from pipelines.world.evaluate import evaluate_suite
 
         report = evaluate_suite(suite, args.pipeline, args.preset, out_dir=args.out, overrides=overrides,
