@@ -66,7 +66,7 @@ def train_autodecoder_stage(args) -> int:
     from pipelines.autodecoder.model import Autodecoder, AutodecoderConfig
     from pipelines.autodecoder.train import ObjectViews, render_objects, train_autodecoder
     from pipelines.checkpoints import latest_checkpoint
-    from pipelines.config import config_from_dict, parse_overrides
+    from pipelines.config import config_from_dict, config_to_dict, parse_overrides
     from pipelines.paths import data_dir
     from pipelines.world.datasets import MultiViewDataset
     from pipelines.world.metrics import psnr
@@ -103,17 +103,11 @@ def train_autodecoder_stage(args) -> int:
     figures = {"step": steps, "of": config.steps, "objects": config.num_objects, "seconds_this_sitting": seconds,
                "held_out_view_psnr": float(psnr(rgb.reshape(-1, *rgb.shape[2:]),
                                                 truth.reshape(-1, *truth.shape[2:])).mean()),
-               "config": _config_dict(config)}
+               "config": config_to_dict(config)}
     _write_json(run_dir / "autodecoder.json", figures)
     print(f"autodecoder at step {steps}: held-out view PSNR {figures['held_out_view_psnr']:.2f} dB "
           f"({seconds / 60:.1f} min this sitting)", flush=True)
     return 0
-
-
-def _config_dict(config) -> dict:
-    from pipelines.config import config_to_dict
-
-    return config_to_dict(config)
 
 
 def _write_json(path: Path, data: dict) -> None:

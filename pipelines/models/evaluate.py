@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from pipelines.world import grammar
 from pipelines.world.metrics import psnr
-from renderers.cameras import Cameras, intrinsics_from_fov, look_at, orbit_positions
+from renderers.cameras import Cameras, orbit_cameras
 
 ORBIT_AZIMUTHS = (30.0, 120.0, 210.0, 300.0)  # views 0 and 2 are the classifier's two opposite views
 ELEVATION = 15.0
@@ -66,9 +66,9 @@ def evaluation_cases(n_test: int, held_out: list[tuple[str, str, str]]) -> list[
 
 
 def orbit(azimuths, resolution: int, elevation: float = ELEVATION) -> Cameras:
-    eye = orbit_positions(DISTANCE, elevation, torch.as_tensor(azimuths, dtype=torch.float32))
-    K = intrinsics_from_fov(FOVY, resolution, resolution)
-    return Cameras(look_at(eye), K[None].expand(eye.shape[0], 3, 3).clone(), resolution, resolution)
+    """The training rig's orbit cameras at ``azimuths`` (degrees)."""
+    return orbit_cameras(DISTANCE, elevation, torch.as_tensor(azimuths, dtype=torch.float32), FOVY, resolution,
+                         resolution)
 
 
 def render_truth(spec: grammar.WorldSpec, cameras: Cameras, times) -> torch.Tensor:
