@@ -116,6 +116,31 @@ def test_resume_mid_sampling_gives_the_same_matrix(tiny_models, tmp_path, monkey
     assert np.array_equal(iio.imread(tmp_path / "b" / "matrix.png"), iio.imread(tmp_path / "a" / "matrix.png"))
 
 
+def test_two_sampling_processes_give_the_one_process_matrix(tiny_models, tmp_path, monkeypatch):
+    """sampling.processes=2: the job's process is rank 0 of a gloo group and spawns its follower; the matrix
+    (and so the whole run) is the one a single process samples, and the follower is gone afterwards."""
+    import multiprocessing
+
+    import imageio.v3 as iio
+
+    monkeypatch.setenv("FOURD_MODELS_DIR", str(tiny_models))
+    image = {"image": str(asset_path("examples", "blue_cube.png"))}
+    fewer = {"reconstruction.steps": 1, "reconstruction.warmup_steps": 1}
+    run_pipeline("image-to-4d", image, tmp_path / "one", config_changes=fewer)
+    _, events = run_pipeline("image-to-4d", image, tmp_path / "two", config_changes=fewer | {"sampling.processes": 2})
+    assert any("sampling the matrix in 2 processes" in getattr(e, "message", "") for e in events)
+    one, two = (iio.imread(tmp_path / name / "matrix.png").astype(int) for name in ("one", "two"))
+    assert np.abs(one - two).max() <= 1  # float sums may differ in the last bit between batch layouts
+    assert not multiprocessing.active_children()
+    # A job stopped in the middle of sampling (cancel) takes its follower with it.
+    config = Diffusion2Config.preset("preview").override(_flat(TINY) | fewer | {"sampling.processes": 2})
+    gen = resolve(get_pipeline("image-to-4d").entry)(image, config, RunContext(tmp_path / "stopped"))
+    next(e for e in gen if isinstance(e, Progress) and e.stage == "sampling")
+    assert multiprocessing.active_children()
+    gen.close()
+    assert not multiprocessing.active_children()
+
+
 def test_motion_candidates_are_what_the_full_run_starts_from(tiny_models, tmp_path, monkeypatch):
     from pipelines.diffusion2.pipeline import motion_candidates
 

@@ -34,6 +34,8 @@ class SamplingConfig:
     multiview_guidance: float = field(default=1.0, metadata={"help": "classifier-free guidance of the orbit prior"})
     chunk: int = field(default=4, metadata={"help": "rows / columns per denoiser call (memory follows it)"})
     reference_steps: int = field(default=16, metadata={"help": "steps for the reference orbit and video"})
+    processes: int = field(default=1, metadata={"help": "processes sharing the matrix's rows and columns "
+                                                        "(torch.distributed; same matrix for any number)"})
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ class Diffusion2Config(Config):
                 raise ValueError(f"'{name}' must be at least 2")
         for name, value in (("sampling.steps", s.steps), ("sampling.chunk", s.chunk), ("resolution", self.resolution),
                             ("reconstruction.images_per_step", r.images_per_step),
-                            ("sampling.reference_steps", s.reference_steps)):
+                            ("sampling.reference_steps", s.reference_steps), ("sampling.processes", s.processes)):
             if value < 1:
                 raise ValueError(f"'{name}' must be at least 1")
         if not 0 <= s.rollback_steps <= s.steps:

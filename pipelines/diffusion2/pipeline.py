@@ -105,23 +105,81 @@ def _prior_prompt(kind: str, inputs: dict, config: Diffusion2Config, reference, 
     return caption
 
 
+def _cameras(config: Diffusion2Config):
+    """The orbit cameras of the matrix's views and their azimuths in degrees ``[V]``."""
+    from pipelines.diffusion2.reconstruct import matrix_cameras
+
+    views = config.sampling.views
+    cameras = matrix_cameras(views, config.elevation, config.distance, config.fovy, config.resolution)
+    return cameras, torch.arange(views, dtype=torch.float32) * 360.0 / views
+
+
+def orbit_conditioning(prior, config: Diffusion2Config, images: Tensor, prompt: str):
+    """Columns: each orbit conditioned on the reference view at its frame (images ``[K, S, S, 3]``)."""
+    from pipelines.diffusion2.denoisers import image_conditioning
+
+    cameras, azimuths = _cameras(config)
+    c2w = cameras.c2w[None].expand(images.shape[0], -1, -1, -1)
+    return image_conditioning(prior, images.permute(0, 3, 1, 2), c2w, config.elevation,
+                              azimuths[None].expand(images.shape[0], -1), prompt)
+
+
+def video_conditioning(prior, config: Diffusion2Config, images: Tensor, views: Tensor, prompt: str):
+    """Rows: each clip conditioned on its view ``views`` ``[R]`` at the reference frame (images ``[R, S, S, 3]``)."""
+    from pipelines.diffusion2.denoisers import image_conditioning
+
+    cameras, azimuths = _cameras(config)
+    return image_conditioning(prior, images.permute(0, 3, 1, 2), cameras.c2w[views][:, None], config.elevation,
+                              azimuths[views][:, None], prompt)
+
+
+def sampler_settings(config: Diffusion2Config, *priors, reference: bool = False):
+    """The solver settings of the matrix (or, with ``reference``, of the reference orbit and video)."""
+    from pipelines.diffusion2.denoisers import max_sigma
+    from pipelines.diffusion2.sampler import SamplerSettings
+
+    sc = config.sampling
+    sigma_max = min([sc.sigma_max] + [max_sigma(p) for p in priors])
+    steps = sc.reference_steps if reference else sc.steps
+    return SamplerSettings(steps, sc.sigma_min, sigma_max, sc.rho, sc.solver, min(sc.rollback_steps, steps), sc.chunk)
+
+
+def matrix_sampler(config: Diffusion2Config, video_prior, mv_prior, orbit_images: Tensor, video_images: Tensor,
+                   prompt: str, known: Tensor, seed: int, x: Tensor | None = None, start_step: int = 0):
+    """Algorithm 1 over the matrix ``known`` ``[V, F, C, h, w]`` one step at a time (see ``iterate_matrix``):
+    rows denoised by the video prior, each conditioned on its orbit view; columns by the orbit prior, each
+    conditioned on its reference-video frame. Every rank of a sampling group runs exactly this."""
+    from pipelines.diffusion2.denoisers import PriorDenoiser
+    from pipelines.diffusion2.sampler import iterate_matrix, per_view_weights
+
+    sc = config.sampling
+    if sc.composition_schedule == "per-view":
+        s = per_view_weights(sc.views, sc.weight_near, sc.weight_far)
+    else:
+        s = sc.composition_weight
+    rows = PriorDenoiser(video_prior, video_conditioning(video_prior, config, orbit_images, torch.arange(sc.views),
+                                                         prompt), "rows", sc.video_guidance)
+    cols = PriorDenoiser(mv_prior, orbit_conditioning(mv_prior, config, video_images, prompt), "cols",
+                         sc.multiview_guidance)
+    settings = sampler_settings(config, video_prior, mv_prior)
+    return iterate_matrix(rows, cols, known, settings, s, seed=seed, x=x, start_step=start_step)
+
+
 def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator:
-    from pipelines.diffusion2.denoisers import PriorDenoiser, image_conditioning, max_sigma
+    from pipelines.diffusion2.denoisers import PriorDenoiser
+    from pipelines.diffusion2.distributed import MatrixTask, sampling_group
     from pipelines.diffusion2.reconstruct import MatrixFit, masks_from_images, matrix_cameras
-    from pipelines.diffusion2.sampler import SamplerSettings, iterate_matrix, per_view_weights, sample_sequence
+    from pipelines.diffusion2.sampler import sample_sequence
     from pipelines.events import Artifact, EtaEstimator, Log, Preview, Progress, SceneUpdate
     from pipelines.priors.registry import load_prior
 
     sc, rc = config.sampling, config.reconstruction
     V, F, S = sc.views, sc.frames, config.resolution
-    video_prior = load_prior(prior_name(config, context, "video"), device=context.device)
-    mv_prior = load_prior(prior_name(config, context, "multiview"), device=context.device)
-    sigma_max = min(sc.sigma_max, max_sigma(video_prior), max_sigma(mv_prior))
-    settings = SamplerSettings(sc.steps, sc.sigma_min, sigma_max, sc.rho, sc.solver, sc.rollback_steps, sc.chunk)
-    ref_settings = SamplerSettings(sc.reference_steps, sc.sigma_min, sigma_max, sc.rho, sc.solver,
-                                   min(sc.rollback_steps, sc.reference_steps), sc.chunk)
-    cameras = matrix_cameras(V, config.elevation, config.distance, config.fovy, S)
-    azimuths = torch.arange(V, dtype=torch.float32) * 360.0 / V
+    video_name, mv_name = prior_name(config, context, "video"), prior_name(config, context, "multiview")
+    video_prior = load_prior(video_name, device=context.device)
+    mv_prior = load_prior(mv_name, device=context.device)
+    settings = sampler_settings(config, video_prior, mv_prior)
+    cameras, _ = _cameras(config)
     total = 1 + sc.steps + rc.steps
     ckpt = context.last_checkpoint()
     state: dict[str, Tensor] = dict(ckpt.state) if ckpt is not None else {}
@@ -133,28 +191,21 @@ def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator
     ref_images = reference.composite(config.background)  # [N, S, S, 3]
     prompt = yield from _prior_prompt(kind, inputs, config, reference, (video_prior, mv_prior))
 
-    def orbit_conditioning(images: Tensor) -> object:
-        """Columns: each orbit conditioned on the reference view at its frame (images [K, S, S, 3])."""
-        c2w = cameras.c2w[None].expand(images.shape[0], -1, -1, -1)
-        return image_conditioning(mv_prior, images.permute(0, 3, 1, 2), c2w, config.elevation,
-                                  azimuths[None].expand(images.shape[0], -1), prompt)
-
-    def video_conditioning(images: Tensor, views: Tensor) -> object:
-        """Rows: each clip conditioned on its view at the reference frame (images [R, S, S, 3])."""
-        return image_conditioning(video_prior, images.permute(0, 3, 1, 2), cameras.c2w[views][:, None],
-                                  config.elevation, azimuths[views][:, None], prompt)
-
     # ---------------------------------------------------------------- stage 1a: the references (Fig. 2 (i))
     if done < 1:
         known0 = _encode(mv_prior, ref_images[:1])[0]
-        cols = PriorDenoiser(mv_prior, orbit_conditioning(ref_images[:1]), "cols", sc.multiview_guidance)
-        orbit = sample_sequence(cols, known0, V, ref_settings, seed=context.seed * 7 + 1)
+        cols = PriorDenoiser(mv_prior, orbit_conditioning(mv_prior, config, ref_images[:1], prompt), "cols",
+                             sc.multiview_guidance)
+        orbit = sample_sequence(cols, known0, V, sampler_settings(config, mv_prior, reference=True),
+                                seed=context.seed * 7 + 1)
         if kind == "video":
             video = _encode(video_prior, ref_images)
         else:
-            rows = PriorDenoiser(video_prior, video_conditioning(ref_images[:1], torch.tensor([0])), "rows",
-                                 sc.video_guidance)
-            video = sample_sequence(rows, known0, F, ref_settings, seed=_motion_seed(config, context.seed))
+            rows = PriorDenoiser(video_prior, video_conditioning(video_prior, config, ref_images[:1],
+                                                                 torch.tensor([0]), prompt), "rows", sc.video_guidance)
+            # The video prior's own settings alone, so that motion_candidates draws exactly this clip.
+            video = sample_sequence(rows, known0, F, sampler_settings(config, video_prior, reference=True),
+                                    seed=_motion_seed(config, context.seed))
         state = {"orbit": orbit, "video": video}
         done = 1
         yield Progress("reference", done, total)
@@ -168,23 +219,24 @@ def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator
     # ---------------------------------------------------------------- stage 1b: the matrix (Eq. 5, Alg. 1)
     known = torch.zeros(V, F, *orbit.shape[1:])
     known[:, 0], known[0, :] = orbit, video
-    if sc.composition_schedule == "per-view":
-        s = per_view_weights(V, sc.weight_near, sc.weight_far)
-    else:
-        s = sc.composition_weight
-    rows = PriorDenoiser(video_prior, video_conditioning(orbit_images, torch.arange(V)), "rows", sc.video_guidance)
-    cols = PriorDenoiser(mv_prior, orbit_conditioning(video_images), "cols", sc.multiview_guidance)
     eta = EtaEstimator(total)
     if done < 1 + sc.steps:
-        for step, x, x0 in iterate_matrix(rows, cols, known, settings, s, seed=context.seed * 7 + 3,
-                                          x=state.get("x"), start_step=done - 1):
-            done = 1 + step
-            state = {"orbit": orbit, "video": video, "x": x}
-            yield Progress("sampling", done, total, {"sigma": float(settings.sigmas()[step])}, eta_s=eta.update(done))
-            if step % config.preview_every == 0 or step == sc.steps:
-                yield Preview("image matrix (views x frames)", image=matrix_grid(_decode(mv_prior, x0)),
-                              grid=(V, F), step=done)
-            context.step_done(done, lambda state=state: state, lambda: {"stage": "sampling"})
+        seed, resume_x, start = context.seed * 7 + 3, state.get("x"), done - 1
+        task = MatrixTask(config, video_name, mv_name, str(context.device), orbit_images, video_images, prompt,
+                          known, seed, resume_x, start)
+        with sampling_group(sc.processes, task) as note:
+            if note is not None:
+                yield Log(note)
+            for step, x, x0 in matrix_sampler(config, video_prior, mv_prior, orbit_images, video_images, prompt,
+                                              known, seed, resume_x, start):
+                done = 1 + step
+                state = {"orbit": orbit, "video": video, "x": x}
+                yield Progress("sampling", done, total, {"sigma": float(settings.sigmas()[step])},
+                               eta_s=eta.update(done))
+                if step % config.preview_every == 0 or step == sc.steps:
+                    yield Preview("image matrix (views x frames)", image=matrix_grid(_decode(mv_prior, x0)),
+                                  grid=(V, F), step=done)
+                context.step_done(done, lambda state=state: state, lambda: {"stage": "sampling"})
         state["matrix"] = torch.where(_reference_mask(V, F, known.ndim), known, x)
     matrix = state["matrix"] if "matrix" in state else torch.where(_reference_mask(V, F, known.ndim), known,
                                                                     state["x"])
@@ -227,9 +279,8 @@ def motion_candidates(kind: str, inputs: dict, config: Diffusion2Config, seeds: 
     """Yields ``(seed, clip)`` for each motion seed: the reference view's video ``[F, H, W, 3]`` in [0, 1] that a
     full run with ``config.replace(motion_seed=seed)`` starts from, so the user picks the motion before the
     long sampling and fit (``kind`` "image" or "prompt"; a video input has its motion already)."""
-    from pipelines.diffusion2.denoisers import PriorDenoiser, image_conditioning, max_sigma
-    from pipelines.diffusion2.reconstruct import matrix_cameras
-    from pipelines.diffusion2.sampler import SamplerSettings, sample_sequence
+    from pipelines.diffusion2.denoisers import PriorDenoiser
+    from pipelines.diffusion2.sampler import sample_sequence
     from pipelines.events import Log
     from pipelines.priors.registry import load_prior
 
@@ -238,12 +289,9 @@ def motion_candidates(kind: str, inputs: dict, config: Diffusion2Config, seeds: 
     reference = yield from _reference(kind, inputs, config, context)
     image = reference.composite(config.background)[:1]
     prompt = yield from _prior_prompt(kind, inputs, config, reference, (prior,))
-    cameras = matrix_cameras(sc.views, config.elevation, config.distance, config.fovy, config.resolution)
-    cond = image_conditioning(prior, image.permute(0, 3, 1, 2), cameras.c2w[:1][:, None], config.elevation,
-                              torch.zeros(1, 1), prompt)
-    rows = PriorDenoiser(prior, cond, "rows", sc.video_guidance)
-    settings = SamplerSettings(sc.reference_steps, sc.sigma_min, min(sc.sigma_max, max_sigma(prior)), sc.rho,
-                               sc.solver, min(sc.rollback_steps, sc.reference_steps), sc.chunk)
+    rows = PriorDenoiser(prior, video_conditioning(prior, config, image, torch.tensor([0]), prompt), "rows",
+                         sc.video_guidance)
+    settings = sampler_settings(config, prior, reference=True)
     known0 = _encode(prior, image)[0]
     for seed in seeds:
         context.check_cancelled()
