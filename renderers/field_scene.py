@@ -114,12 +114,7 @@ class FieldScene:
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        manifest = read_manifest(directory)
-        if manifest["kind"] != cls.kind:
-            raise ValueError(f"'{directory}' holds a '{manifest['kind']}' scene, not a field scene.")
-        if manifest.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"'{directory}' was saved by a newer version (field format "
-                             f"{manifest['format_version']}); update fourd-studio to open it.")
+        manifest = read_manifest(directory, cls.kind, "a field scene", FORMAT_VERSION)
         weights = directory / manifest.get("weights", WEIGHTS_FILE)
         if not weights.is_file():
             raise FileNotFoundError(f"'{directory}' has no {weights.name}: the field scene is incomplete.")

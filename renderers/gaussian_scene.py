@@ -116,9 +116,7 @@ class DeformableGaussianScene:
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        manifest = read_manifest(directory)
-        if manifest["kind"] != cls.kind:
-            raise ValueError(f"'{directory}' holds a '{manifest['kind']}' scene, not a Gaussian scene.")
+        manifest = read_manifest(directory, cls.kind, "a Gaussian scene", FORMAT_VERSION)
         try:
             tensors = load_file(str(directory / GAUSSIANS_FILE))
             gaussians = GaussianSet(*(tensors[name] for name in _FIELDS))

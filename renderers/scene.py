@@ -101,7 +101,11 @@ def write_manifest(directory: str | Path, kind: str, **extra) -> Path:
     return path
 
 
-def read_manifest(directory: str | Path) -> dict:
+def read_manifest(directory: str | Path, kind: str | None = None, title: str | None = None,
+                  format_version: int | None = None) -> dict:
+    """The scene manifest of ``directory``; with ``kind``, one sentence when it holds another kind of scene
+    (``title`` names the expected kind for people, e.g. "a Gaussian scene"); with ``format_version``, one
+    sentence when a newer version of the program wrote it."""
     path = Path(directory) / SCENE_MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"'{directory}' is not a saved scene: it has no {SCENE_MANIFEST}.")
@@ -111,6 +115,12 @@ def read_manifest(directory: str | Path) -> dict:
         raise ValueError(f"'{path}' is corrupt ({err.msg} at line {err.lineno}).") from None
     if not isinstance(manifest, dict) or "kind" not in manifest:
         raise ValueError(f"'{path}' does not name the scene's kind.")
+    if kind is not None and manifest["kind"] != kind:
+        raise ValueError(f"'{directory}' holds a '{manifest['kind']}' scene, not {title or f'a {kind} scene'}.")
+    saved = manifest.get("format_version", 0)
+    if format_version is not None and (not isinstance(saved, int) or saved > format_version):
+        raise ValueError(f"'{directory}' was saved by a newer version ({manifest['kind']} format {saved}); "
+                         f"update fourd-studio to open it.")
     return manifest
 
 

@@ -161,9 +161,7 @@ class VoxelScene:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        manifest = read_manifest(directory)
-        if manifest["kind"] != cls.kind:
-            raise ValueError(f"'{directory}' holds a '{manifest['kind']}' scene, not a voxel scene.")
+        manifest = read_manifest(directory, cls.kind, "a voxel scene")
         try:
             grid = load_file(str(Path(directory) / GRID_FILE), device=str(device or "cpu"))["grid"]
         except (OSError, SafetensorError, KeyError) as err:

@@ -74,9 +74,9 @@ class WorldScene:
 
     @classmethod
     def load(cls, directory: str | Path) -> WorldScene:
-        manifest = read_manifest(directory)
-        if manifest["kind"] != cls.kind or "spec" not in manifest:
-            raise ValueError(f"'{directory}' does not hold a world scene.")
+        manifest = read_manifest(directory, cls.kind, "a world scene")
+        if "spec" not in manifest:
+            raise ValueError(f"'{directory}' does not hold a world scene (its manifest has no spec).")
         try:
             return cls(WorldSpec.from_dict(manifest["spec"]))
         except (TypeError, ValueError) as err:
