@@ -47,6 +47,28 @@ def test_resume_equals_uninterrupted(world, tmp_path):
         assert torch.allclose(value, resumed["ema"][key], atol=1e-6), key
 
 
+def test_a_new_run_can_start_from_exported_weights(world, tmp_path):
+    """init_from: a run whose folder is gone continues from its exported (fp16 EMA) weights."""
+    from pipelines.models.training import export_prior
+
+    config = TrainPriorConfig.preset("tiny").replace(steps=3)
+    train_prior(config, tmp_path / "first", world=world)
+    exported = export_prior(tmp_path / "first", tmp_path / "exported")
+    start = train_prior(config.replace(init_from=str(exported)), tmp_path / "second", world=world, stop_after=0)
+    fresh = train_prior(config, tmp_path / "third", world=world, stop_after=0)
+    from safetensors.torch import load_file
+
+    saved = load_file(exported / "model.safetensors")
+    for key, value in start["model"].state_dict().items():
+        assert torch.equal(value, saved[key].float()), key
+        assert torch.equal(start["ema"][key], value), key
+    assert any(not torch.equal(v, fresh["model"].state_dict()[k]) for k, v in start["model"].state_dict().items())
+    with pytest.raises(ValueError, match="different architecture .width"):
+        train_prior(config.replace(init_from=str(exported), width=48), tmp_path / "fourth", world=world, stop_after=0)
+    with pytest.raises(FileNotFoundError, match="is not an exported prior"):
+        train_prior(config.replace(init_from=str(tmp_path)), tmp_path / "fifth", world=world, stop_after=0)
+
+
 @pytest.mark.slow
 def test_tiny_overfit_lowers_the_loss(world, tmp_path):
     config = TrainPriorConfig.preset("tiny").replace(steps=120, lr=3e-3, warmup=5, batch=4, image_batch=4,

@@ -76,6 +76,10 @@ class TrainPriorConfig(Config):
     p_drop_image: float = 0.1
     shared_noise: float = 0.5
     seed: int = 0
+    # An exported prior folder (model.safetensors + config.json, e.g. the bundled one) whose weights start a
+    # new run instead of random ones: training continues a model whose run folder is gone. The optimiser
+    # starts fresh (export keeps only the EMA weights); ignored when the run folder resumes.
+    init_from: str = ""
     device: str = "cpu"
     threads: int = 0            # torch threads; 0 = leave torch's default
     checkpoint_minutes: float = 5.0
@@ -327,6 +331,9 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
     if resume and state_path.is_file():
         step, train_seconds = _restore(out_dir, config, model, ema, optimizer, device)
         say(f"resumed at step {step} ({train_seconds / 60:.1f} min trained so far)")
+    elif config.init_from:
+        _initialise(Path(config.init_from).expanduser(), config, model, ema)
+        say(f"started from the weights in {config.init_from}")
     from pipelines.priors.inhouse import cosine_schedule
 
     schedule = cosine_schedule()
@@ -389,6 +396,25 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
             last_ckpt = time.perf_counter()
     return {"step": step, "train_seconds": train_seconds, "losses": losses, "out_dir": str(out_dir),
             "model": model, "ema": ema}
+
+
+def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict) -> None:
+    """Model and EMA weights from an exported prior ``folder`` whose architecture is ``config``'s."""
+    from safetensors.torch import load_file
+
+    if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"init_from '{folder}' is not an exported prior (it needs model.safetensors "
+                                "and config.json).")
+    saved = json.loads((folder / "config.json").read_text()).get("arch", {})
+    wanted = config.arch(model.arch.vocab_size).to_dict()
+    changed = [k for k in wanted if k in saved and saved[k] != wanted[k]]
+    if changed:
+        raise ValueError(f"init_from '{folder}' has a different architecture ({', '.join(changed)}); "
+                         "set the same sizes or start from random weights.")
+    tensors = {k: v.float() for k, v in load_file(folder / "model.safetensors").items()}
+    model.load_state_dict(tensors)
+    for k, v in model.state_dict().items():
+        ema[k].copy_(v)
 
 
 def _restore(out_dir: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict, optimizer, device) -> tuple:
