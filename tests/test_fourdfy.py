@@ -13,7 +13,15 @@ from pipelines.config import config_from_toml, config_to_toml
 from pipelines.context import RunContext
 from pipelines.events import Preview, Progress, SceneUpdate
 from pipelines.fourdfy.config import INHOUSE_PRIORS, FourDfyConfig
-from pipelines.fourdfy.schedule import UPDATE_3D, UPDATE_IMG, UPDATE_VID, choose_update, plan_step, stage_of
+from pipelines.fourdfy.schedule import (
+    UPDATE_3D,
+    UPDATE_IMG,
+    UPDATE_VID,
+    StagePlateau,
+    choose_update,
+    plan_step,
+    stage_of,
+)
 
 TINY = dict(steps_stage1=4, steps_stage2=4, steps_stage3=8, samples_per_ray=16, occupancy_resolution=8,
             occupancy_every=4, render_3d=16, render_3d_start=16, native_3d=16, render_img=16, native_img=16,
@@ -185,6 +193,38 @@ def test_preview_run_end_to_end(models_env, tmp_path):
 
     cams = orbit_cameras(2.7, 15.0, 0.0, 40.0, 16, 16)
     assert torch.allclose(again.render(cams, 0.5).rgb, scene.render(cams, 0.5).rgb, atol=1e-5)
+
+
+def test_plateau_detector_waits_for_every_loss_to_stop_falling():
+    falling = StagePlateau(patience=5, tolerance=0.01)
+    assert not any(falling.update(UPDATE_3D, 1.0 / (1 + i)) for i in range(200))
+    flat = StagePlateau(patience=5, tolerance=0.01)
+    noise = torch.Generator().manual_seed(0)
+    stops = [flat.update(UPDATE_3D, 1.0 + 0.001 * float(torch.randn((), generator=noise))) for i in range(40)]
+    assert not any(stops[:5]) and any(stops)  # never before `patience` updates, then yes
+    # Two kinds: a flat 3D loss does not end the stage while the VSD loss still falls.
+    mixed = StagePlateau(patience=5, tolerance=0.01)
+    assert not any([mixed.update(UPDATE_3D, 1.0) or mixed.update(UPDATE_IMG, 1.0 / (1 + i)) for i in range(60)])
+    assert not StagePlateau(patience=0).update(UPDATE_3D, 1.0)
+
+
+def test_early_stop_ends_a_stage_and_keeps_the_schedule(models_env, tmp_path):
+    """With a patience no SDS loss survives, stage 1 ends early with one log line; stage 2 still starts at its
+    planned step (the schedule is a function of the step) and the run ends at the total."""
+    from pipelines.events import Log
+    from pipelines.registry import get_pipeline, resolve
+
+    config = tiny_config(steps_stage1=12, steps_stage2=2, steps_stage3=2, early_stop_patience=2,
+                         early_stop_tolerance=0.9, preview_every=100, scene_every=100)
+    context = RunContext(tmp_path / "run", seed=0, checkpoint_every_steps=None, checkpoint_every_s=None)
+    events, _ = run_to_end(resolve(get_pipeline("text-to-4d").entry)({"prompt": "a red ball"}, config, context))
+    steps = [(e.step, int(e.metrics["stage"])) for e in events if isinstance(e, Progress)]
+    notes = [e.message for e in events if isinstance(e, Log) and "stopped falling" in e.message]
+    assert notes and notes[0].startswith("1/3 3D SDS: the guidance losses stopped falling")
+    stage1 = [step for step, stage in steps if stage == 1]
+    assert len(stage1) < 12 and stage1[-1] == 12 and stage1[:3] == [1, 2, 3]
+    assert [step for step, stage in steps if stage == 2][0] == 13
+    assert [step for step, stage in steps if stage == 3][0] == 15 and steps[-1][0] == config.total_steps
 
 
 class _CancelAfter:

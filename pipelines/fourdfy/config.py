@@ -68,6 +68,8 @@ _STANDARD = {
     "guidance_3d": 50.0, "guidance_img": 7.5, "guidance_video": 100.0,
     "t_anneal_3d_steps": 4000, "t_anneal_img_steps": 2500,
     "preview_every": 250, "scene_every": 500, "preview_size": 96,
+    # not in the paper: stop a stage whose losses have stopped falling (users of the original ask for it)
+    "early_stop_patience": 500,
 }
 
 _PREVIEW = {
@@ -146,6 +148,9 @@ class FourDfyConfig(Config):
     init_scene: str = field(default="", metadata={
         "help": "saved scene folder (e.g. an autodecoder sample) the static field is first fitted to (Sherpa3D)"})
     init_steps: int = field(default=300, metadata={"help": "ray-batch steps of that initial fit"})
+    early_stop_patience: int = field(default=0, metadata={
+        "help": "end a stage once each guidance loss has gone this many updates without falling (0: never)"})
+    early_stop_tolerance: float = field(default=0.01, metadata={"help": "relative fall that counts as progress"})
     preview_every: int = 50
     preview_count: int = field(default=4, metadata={"help": "views / frames in each preview strip"})
     preview_size: int = 48
@@ -158,6 +163,9 @@ class FourDfyConfig(Config):
         for name in ("p_3d", "p_img"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"config key '{name}' is a probability and must lie in [0, 1].")
+        if self.early_stop_patience < 0 or not 0 <= self.early_stop_tolerance < 1:
+            raise ConfigError("config keys 'early_stop_patience' (>= 0) and 'early_stop_tolerance' (in [0, 1)) "
+                              "are out of range.")
         for name in ("views_3d", "video_frames", "render_3d", "render_img", "native_3d", "native_img",
                      "samples_per_ray", "occupancy_resolution", "occupancy_every", "preview_every",
                      "preview_count", "preview_size", "scene_every"):

@@ -16,7 +16,7 @@ from pipelines.fourdfy.hybrid import (
     prompt_of,
     prompt_warnings,
 )
-from pipelines.fourdfy.schedule import STAGE_TITLES
+from pipelines.fourdfy.schedule import LOSS_OF_UPDATE, STAGE_TITLES, StagePlateau
 from pipelines.registry import PipelineInfo, register_pipeline
 
 ESTIMATE_AFTER = 10  # steps into a stage before its time is estimated
@@ -58,9 +58,19 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
     total = config.total_steps
     eta = EtaEstimator(total)
     stage_started: dict[int, tuple[int, float]] = {}
-    for step in range(start, total):
+    plateau = StagePlateau(config.early_stop_patience, config.early_stop_tolerance)
+    step = start
+    while step < total:
         plan, losses = hybrid.step(step, context.generator(offset=step))
         done = step + 1
+        end = stage_end(plan.stage, config)
+        if plateau.update(plan.update, losses[LOSS_OF_UPDATE[plan.update]]) and done < end:
+            yield Log(f"{STAGE_TITLES[plan.stage]}: the guidance losses stopped falling (no "
+                      f"{config.early_stop_tolerance:.0%} drop in {config.early_stop_patience} updates); the stage "
+                      f"ends at step {done} instead of {end}")
+            done = end  # the schedule is a function of the step: the next stage starts as planned
+        if done == end:
+            plateau.reset()
         if plan.stage not in stage_started:
             stage_started[plan.stage] = (done, time.monotonic())
         elif done - stage_started[plan.stage][0] == ESTIMATE_AFTER:
@@ -79,6 +89,7 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
         if done % config.scene_every == 0 and done < total:
             yield SceneUpdate(scene=snapshot(hybrid), step=done)
         context.step_done(done, lambda: hybrid.state()[0], lambda: hybrid.state()[1])
+        step = done
     scene = snapshot(hybrid)
     scene.occupancy.update(scene.field.density, [i / 7 for i in range(8)], scene.settings.step,
                            generator=torch.Generator().manual_seed(context.seed))

@@ -83,3 +83,36 @@ def t_range(update: str, step: int, config: FourDfyConfig) -> tuple[float, float
         since = max(0, step - config.steps_stage1)  # VSD starts with stage 2
         return anneal_range(since, config.t_anneal_img_steps, config.t_range_img, config.t_range_img_end)
     return tuple(config.t_range_video)
+
+
+LOSS_OF_UPDATE = {UPDATE_3D: "sds_3d", UPDATE_IMG: "vsd", UPDATE_VID: "sds_video"}
+
+
+class StagePlateau:
+    """Early stopping of a stage whose guidance losses no longer fall (asked for by users of 4D-fy, whose
+    fixed step counts run for a day). Each update kind's loss is smoothed with an exponential moving
+    average over about ``patience / 4`` of its updates; the stage has plateaued when every kind it has seen
+    has gone ``patience`` updates without its smoothed loss falling ``tolerance`` (relative) below its best.
+    SDS losses are noisy, so the patience counts updates, and no stage ends before each kind has had
+    ``patience`` updates. ``patience`` 0 never stops."""
+
+    def __init__(self, patience: int, tolerance: float = 0.01) -> None:
+        self.patience, self.tolerance = patience, tolerance
+        self.reset()
+
+    def reset(self) -> None:
+        self._kinds: dict[str, dict[str, float]] = {}
+
+    def update(self, kind: str, loss: float) -> bool:
+        """Record one update's loss; True when the stage has plateaued."""
+        if self.patience <= 0 or loss != loss:  # off, or a NaN loss (the run's own checks report it)
+            return False
+        k = self._kinds.setdefault(kind, {"n": 0, "ema": loss, "best": float("inf"), "since": 0})
+        alpha = 1.0 / max(1.0, self.patience / 4)
+        k["n"] += 1
+        k["ema"] = loss if k["n"] == 1 else (1 - alpha) * k["ema"] + alpha * loss
+        if k["ema"] < k["best"] * (1 - self.tolerance) or k["best"] == float("inf"):
+            k["best"], k["since"] = k["ema"], 0
+        else:
+            k["since"] += 1
+        return all(v["n"] >= self.patience and v["since"] >= self.patience for v in self._kinds.values())
