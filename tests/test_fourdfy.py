@@ -395,3 +395,100 @@ def test_public_model_adapters_plug_in(tiny_models, tmp_path, monkeypatch):
         plan, losses = hybrid.step(step, torch.Generator().manual_seed(step))
         assert plan.update == kind and np.isfinite(losses[loss]) and _has(_grads(hybrid)["static"])
     assert _has(_grads(hybrid)["dynamic"])
+
+
+# -------------------------------------------------------------------- memory profiles
+def test_memory_profile_follows_the_free_memory():
+    from pipelines.fourdfy.memory import GIB, choose_profile, estimate, profile_overrides
+
+    paper = FourDfyConfig.preset("paper")
+    counts = {"mvdream-sd21": 1_290_000_000, "sd21-base": 1_290_000_000, "zeroscope-v2-576w": 1_840_000_000}
+    field_params = 34_000_000
+    peaks = {p: estimate(paper.replace(**profile_overrides(p, paper)), counts, field_params).peak
+             for p in ("full", "balanced", "low")}
+    assert peaks["full"] > peaks["balanced"] > peaks["low"]
+    assert choose_profile(paper, None, counts, field_params)[0] == "full"  # a CPU: the config as written
+    assert choose_profile(paper, int(peaks["full"] / 0.85), counts, field_params)[0] == "full"
+    assert choose_profile(paper, int(peaks["balanced"] / 0.85), counts, field_params)[0] == "balanced"
+    name, low, lines = choose_profile(paper, int(peaks["low"] / 0.85), counts, field_params)
+    assert name == "low" and low.offload_priors and low.prior_dtype == "float16" and low.encode_checkpointing
+    assert low.video_frames == 8 and any("8 video frames instead of 16" in line for line in lines)
+    name, _, lines = choose_profile(paper, 4 * GIB, counts, field_params)
+    assert name == "low" and any("may run out of memory" in line for line in lines)
+    # The profiles never go under the 8 frames below which public video priors flatten the motion.
+    assert profile_overrides("low", paper.replace(video_frames=4))["video_frames"] == 4
+    chosen = choose_profile(paper.replace(memory_profile="balanced"), 1000 * GIB, counts, field_params)[1]
+    assert chosen.memory_profile == "balanced" and chosen.video_frames == 16
+
+
+def test_encoder_checkpointing_keeps_gradients_and_frees_activations(tmp_path):
+    """encode_checkpointing recomputes the VAE encoder in the backward pass: the same gradient on the render,
+    and autograd keeps a small fraction of the bytes."""
+    from pipelines.fourdfy.memory import saved_bytes
+    from pipelines.priors.registry import load_prior
+    from pipelines.priors.tiny_models import write_tiny_sd
+
+    sd = load_prior("sd21-base", path=write_tiny_sd(tmp_path / "sd"))
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    grads, kept = [], []
+    for on in (False, True):
+        sd.encode_checkpointing = on
+        images.grad = None
+        kept.append(saved_bytes(lambda: sd.encode_images(images, chunk=1)))
+        sd.encode_images(images, chunk=1).square().sum().backward()
+        grads.append(images.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    assert kept[1] < 0.1 * kept[0], kept
+
+
+def test_a_memory_profile_runs_end_to_end_and_says_so(models_env, tmp_path):
+    from pipelines.events import Log
+    from pipelines.registry import get_pipeline, resolve
+
+    config = tiny_config(memory_profile="low", prior_dtype="bfloat16", steps_stage1=2, steps_stage2=2,
+                         steps_stage3=2)
+    context = RunContext(tmp_path / "run", seed=0, checkpoint_every_steps=None, checkpoint_every_s=None)
+    events, scene = run_to_end(resolve(get_pipeline("text-to-4d").entry)({"prompt": "a red ball"}, config, context))
+    assert any(isinstance(e, Log) and e.message.startswith("memory profile 'low': estimated peak about")
+               for e in events)
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress[-1].step == 6 and all(np.isfinite(p.metrics["loss"]) for p in progress)
+
+
+@pytest.mark.gpu
+def test_offloaded_priors_move_in_for_their_own_update(models_env):
+    from pipelines.fourdfy.hybrid import HybridSDS, load_priors, prior_names
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    config = tiny_config(offload_priors=True, p_3d=1.0)
+    hybrid = HybridSDS("a red ball", config, load_priors(prior_names(config), torch.device("cpu"), 2),
+                       device="cuda")
+    hybrid.step(0, torch.Generator().manual_seed(0))
+    assert hybrid.priors.multiview.device.type == "cuda"
+    assert hybrid.priors.video.device.type == "cpu" and hybrid.priors.image.device.type == "cpu"
+
+
+def test_render_checkpointing_gives_the_same_images_and_gradients(models_env):
+    from pipelines.fourdfy.hybrid import HybridSDS, load_priors, multiview_cameras, prior_names
+    from pipelines.fourdfy.memory import saved_bytes
+
+    config = tiny_config(render_checkpointing=True)
+    hybrid = HybridSDS("a red ball", config, load_priors(prior_names(config), torch.device("cpu"), 2))
+    cams = multiview_cameras(config, 16, torch.Generator().manual_seed(0))
+    results, kept = [], []
+    for recompute in (False, True):
+        hybrid.optimizer.zero_grad(set_to_none=True)
+        out = hybrid.render_seeded(cams, 0.0, torch.Generator().manual_seed(3), recompute=recompute)
+        (out.rgb.square().sum() + out.alpha.sum()).backward()
+        results.append((out.rgb.detach(), {n: p.grad.clone() for n, p in hybrid.field.named_parameters()
+                                           if p.grad is not None}))
+        kept.append(saved_bytes(lambda r=recompute: hybrid.render_seeded(cams, 0.0, torch.Generator().manual_seed(3),
+                                                                         recompute=r).rgb))
+    assert torch.equal(results[0][0], results[1][0]) and results[0][1]
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-4, atol=1e-7)
+    assert kept[1] < 0.2 * kept[0], kept
+    # the step uses it: a 3D update renders camera by camera and still trains the field
+    _, losses = hybrid.step(0, torch.Generator().manual_seed(0))
+    assert np.isfinite(losses["sds_3d"])

@@ -9,7 +9,7 @@ threestudio's / MVDream's / ProlificDreamer's defaults that 4D-fy builds on, and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pipelines.config import Config, ConfigError
 
@@ -148,6 +148,16 @@ class FourDfyConfig(Config):
     init_scene: str = field(default="", metadata={
         "help": "saved scene folder (e.g. an autodecoder sample) the static field is first fitted to (Sherpa3D)"})
     init_steps: int = field(default=300, metadata={"help": "ray-batch steps of that initial fit"})
+    memory_profile: Literal["auto", "full", "balanced", "low"] = field(default="auto", metadata={
+        "help": "auto: the richest profile that fits the GPU's free memory (pipelines.fourdfy.memory)"})
+    prior_dtype: Literal["float32", "float16", "bfloat16"] = field(default="float32", metadata={
+        "help": "precision of the priors' weights"})
+    encode_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute the priors' image encoders in the backward pass (less memory, a bit slower)"})
+    render_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute the field's renders in the backward pass (less memory, one more render per update)"})
+    offload_priors: bool = field(default=False, metadata={
+        "help": "keep priors in CPU memory except during their own update"})
     early_stop_patience: int = field(default=0, metadata={
         "help": "end a stage once each guidance loss has gone this many updates without falling (0: never)"})
     early_stop_tolerance: float = field(default=0.01, metadata={"help": "relative fall that counts as progress"})

@@ -24,7 +24,7 @@ from pipelines.priors.denoiser import Conditioning, Denoiser
 from renderers.cameras import Cameras, orbit_cameras
 from renderers.field import FieldConfig
 from renderers.field_scene import FieldScene
-from renderers.volume import RenderSettings, render_image
+from renderers.volume import ImageOutput, RenderSettings, render_image
 
 
 # -------------------------------------------------------------------- priors
@@ -201,12 +201,55 @@ class HybridSDS:
         self.cond = {role: encode_prompt(d, prompt) for role, d in
                      (("3d", priors.multiview), ("img", priors.image), ("vid", priors.video))}
 
+    def _use(self, denoiser: Denoiser) -> Denoiser:
+        """With ``offload_priors``, ``denoiser`` moves to the device and the other priors wait in CPU memory."""
+        if self.config.offload_priors:
+            for other in dict.fromkeys((self.priors.multiview, self.priors.image, self.priors.video)):
+                if other is not denoiser and other.device.type != "cpu":
+                    other.to("cpu")
+            if denoiser.device != self.device:
+                denoiser.to(self.device)
+        return denoiser
+
     # ---------------------------------------------------------------- rendering
     def render(self, cameras: Cameras, t: float, generator: torch.Generator):
-        """Differentiable render (stratified samples) composited over the learned background."""
+        """Differentiable render (stratified samples) composited over the learned background.
+
+        With ``render_checkpointing`` each camera's image keeps only its pixels for the backward pass and
+        is re-rendered there (:meth:`render_seeded`): one image's samples are held at a time instead of
+        every view's and frame's (4D-fy's 16-frame video update holds 16 renders otherwise)."""
+        if self.config.render_checkpointing and torch.is_grad_enabled():
+            return self.render_seeded(cameras, t, generator, recompute=True)
+        return self._draw(cameras.to(self.device), t, generator)
+
+    def _draw(self, cameras: Cameras, t: float, generator: torch.Generator):
         settings = RenderSettings(n_samples=self.config.samples_per_ray, stratified=True)
-        return render_image(self.field, cameras.to(self.device), t, occupancy=self.scene.occupancy,
-                            settings=settings, background=self.scene.background, generator=generator)
+        return render_image(self.field, cameras, t, occupancy=self.scene.occupancy, settings=settings,
+                            background=self.scene.background, generator=generator)
+
+    def render_seeded(self, cameras: Cameras, t: float, generator: torch.Generator, recompute: bool):
+        """Camera by camera, each with its stratified jitter from a generator seeded by one draw from
+        ``generator`` (a recomputation must draw the same samples); ``recompute``: through
+        ``torch.utils.checkpoint``, which keeps the image and re-renders it in the backward pass."""
+        from torch.utils.checkpoint import checkpoint
+
+        cameras = cameras.to(self.device)
+        seeds = torch.randint(0, 2 ** 62, (len(cameras),), generator=generator).tolist()
+        anchor = torch.zeros((), device=self.device, requires_grad=True)  # gives each checkpoint a grad input
+        parts = []
+        for i, seed in enumerate(seeds):
+            one = Cameras(cameras.c2w[i:i + 1], cameras.K[i:i + 1], cameras.width, cameras.height)
+            kept: dict = {}
+
+            def image(_, one=one, seed=seed, kept=kept):
+                out = self._draw(one, t, torch.Generator(device=generator.device).manual_seed(seed))
+                kept.setdefault("out", out)  # the forward call's depth and skip rate, for the caller
+                return out.rgb, out.alpha
+            rgb, alpha = checkpoint(image, anchor, use_reentrant=False) if recompute else image(anchor)
+            parts.append((rgb, alpha, kept["out"]))
+        return ImageOutput(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                           torch.cat([p[2].depth.detach() for p in parts]), None,
+                           sum(p[2].skipped for p in parts) / len(parts))
 
     def _regularisers(self, alpha: Tensor) -> dict[str, Tensor]:
         c = self.config
@@ -234,7 +277,9 @@ class HybridSDS:
         images = rgb.permute(0, 3, 1, 2)
         if tuple(images.shape[-2:]) != tuple(size):
             images = F.interpolate(images, size, mode="bilinear", align_corners=False)
-        return denoiser.encode_images(images.to(denoiser.dtype)).float()
+        # checkpointed, the encoder is recomputed one image at a time: its activations are one image's
+        chunk = 1 if denoiser.encode_checkpointing else 8
+        return denoiser.encode_images(images.to(denoiser.dtype), chunk=chunk).float()
 
     # ---------------------------------------------------------------- one step of Algorithm 1
     def plan(self, step: int, generator: torch.Generator) -> StepPlan:
@@ -257,7 +302,7 @@ class HybridSDS:
         losses: dict[str, Tensor] = {}
         self.optimizer.zero_grad(set_to_none=True)
         if plan.update == UPDATE_3D:
-            mv = self.priors.multiview
+            mv = self._use(self.priors.multiview)
             size = render_size_3d(step, c)
             cameras = multiview_cameras(c, size, generator)
             t = float(torch.rand((), generator=generator)) if plan.stage == 3 else 0.0
@@ -269,7 +314,7 @@ class HybridSDS:
                          t_range=t_range(UPDATE_3D, step, c), generator=generator)
             losses["sds_3d"] = g.loss
         elif plan.update == UPDATE_IMG:
-            img = self.priors.image
+            img = self._use(self.priors.image)
             d, e, a, f = draw_orbit(c, generator)
             cameras = orbit_cameras(d, e, a, f, c.render_img, c.render_img)
             t = float(torch.rand((), generator=generator)) if plan.stage == 3 else 0.0
@@ -282,7 +327,7 @@ class HybridSDS:
                          guidance_scale=c.guidance_img, t_range=t_range(UPDATE_IMG, step, c), generator=generator)
             losses["vsd"] = g.loss
         else:
-            vid = self.priors.video
+            vid = self._use(self.priors.video)
             h, w = c.render_video
             d, e, a, f = draw_orbit(c, generator)
             cameras = orbit_cameras(d, e, a, f, w, h)

@@ -39,9 +39,14 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
     prompt = prompt_of(inputs)
     names = check_priors(config, context.priors)
     device = context.device
+    config = yield from _memory_profile(config, names, device)
     for warning in motion_warnings(config, names):
         yield Log(warning, level="warning")
-    priors = load_priors(names, device, config.lora_rank)
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.prior_dtype]
+    priors = load_priors(names, torch.device("cpu") if config.offload_priors else device, config.lora_rank,
+                         dtype=dtype)
+    for denoiser in (priors.multiview, priors.image, priors.video):
+        denoiser.encode_checkpointing = config.encode_checkpointing
     for warning in prompt_warnings(priors, prompt):
         yield Log(warning, level="warning")
     hybrid = HybridSDS(prompt, config, priors, device=device, seed=context.seed)
@@ -94,6 +99,21 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
     scene.occupancy.update(scene.field.density, [i / 7 for i in range(8)], scene.settings.step,
                            generator=torch.Generator().manual_seed(context.seed))
     return scene
+
+
+def _memory_profile(config: FourDfyConfig, names: dict[str, str], device) -> Iterator:
+    """Yields Log events; returns the config with its memory profile applied (``pipelines.fourdfy.memory``).
+    On a CPU ``auto`` leaves the config as it is, without reading the priors' files."""
+    from pipelines.events import Log
+    from pipelines.fourdfy.memory import choose_profile, field_parameters, free_memory, parameter_counts
+
+    free = free_memory(device)
+    if config.memory_profile == "auto" and free is None:
+        return config
+    _, chosen, lines = choose_profile(config, free, parameter_counts(names), field_parameters(config))
+    for i, line in enumerate(lines):
+        yield Log(line, level="info" if i == 0 else "warning")
+    return chosen
 
 
 def snapshot(hybrid: HybridSDS):

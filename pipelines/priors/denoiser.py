@@ -93,6 +93,10 @@ class Denoiser(torch.nn.Module):
     latent_channels: int = 4
     downsample: int = 8
     views: int | None = None  # a fixed number of views the model needs (MVDream: 4), else None
+    # Recompute the image encoder chunk by chunk in the backward pass instead of keeping its activations:
+    # score distillation backpropagates through the VAE encoder, whose activations at 16 frames of 320 x 576
+    # (4D-fy's video SDS) dwarf the models themselves. Costs one more encoder forward.
+    encode_checkpointing: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -151,13 +155,21 @@ class Denoiser(torch.nn.Module):
         raise NotImplementedError(f"{self.name} has no image decoder")
 
 
-def in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``fn`` applied to ``x`` [N, ...] ``chunk`` items at a time (bounds VAE memory at large N)."""
+def in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int,
+              checkpoint: bool = False) -> torch.Tensor:
+    """``fn`` applied to ``x`` [N, ...] ``chunk`` items at a time (bounds VAE memory at large N).
+
+    ``checkpoint``: when gradients flow, keep only each chunk's input for the backward pass and recompute
+    ``fn`` there (gradient checkpointing), so the saved activations are those of one chunk at a time."""
+    if checkpoint and torch.is_grad_enabled() and x.requires_grad:
+        from torch.utils.checkpoint import checkpoint as recompute
+
+        return torch.cat([recompute(fn, part, use_reentrant=False) for part in x.split(max(1, chunk))])
     return torch.cat([fn(part) for part in x.split(max(1, chunk))])
 
 
 def vae_encode(vae, images: torch.Tensor, chunk: int = 8, scale: bool = True, sample: bool = False,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, checkpoint: bool = False) -> torch.Tensor:
     """Images [N, 3, H, W] in [0, 1] -> latents [N, C, H/8, W/8] through a diffusers VAE, in chunks.
 
     ``scale`` multiplies by the VAE's ``scaling_factor`` (the diffusion latent space); SVD's image
@@ -168,7 +180,7 @@ def vae_encode(vae, images: torch.Tensor, chunk: int = 8, scale: bool = True, sa
     def one(x):
         dist = vae.encode((x * 2 - 1).to(vae.device, dtype)).latent_dist
         return dist.sample(generator) if sample else dist.mode()
-    z = in_chunks(one, images, chunk)
+    z = in_chunks(one, images, chunk, checkpoint)
     return (z * vae.config.scaling_factor if scale else z).to(images.dtype)
 
 

@@ -80,7 +80,7 @@ class StableVideoDiffusion(Denoiser):
         return out.reshape(x_t.shape)
 
     def encode_images(self, images: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-        return vae_encode(self.vae, images, chunk)
+        return vae_encode(self.vae, images, chunk, checkpoint=self.encode_checkpointing)
 
     def decode_latents(self, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
         """Latents [N, 4, h, w] of consecutive frames -> images; a temporal decoder mixes the frames of a chunk,
