@@ -206,9 +206,15 @@ def test_white_background_video_is_separated_and_recentred():
     centred = recentre(ref, 32, fill=0.6)
     m = (centred.alpha[..., 0] > 0.5).any(0)
     rows, cols = torch.nonzero(m.any(1)).flatten(), torch.nonzero(m.any(0)).flatten()
-    # The union of the subject over all frames is centred and about 0.6 of the frame on its larger side.
+    # The union of the subject over all frames is centred and stays inside the frame ...
     assert abs((rows[0] + rows[-1]) / 2 - 15.5) <= 1.5 and abs((cols[0] + cols[-1]) / 2 - 15.5) <= 1.5
-    assert 0.5 * 32 <= max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 0.7 * 32
+    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 0.97 * 32
+    # ... while the ball in each frame is about 0.6 of the frame, as a still image of it would be.
+    still = recentre(load_reference(asset_path("examples", "red_ball.png"), "image"), 32, fill=0.6)
+    for alpha in (centred.alpha, still.alpha):
+        for frame in alpha[..., 0] > 0.5:
+            r, c = torch.nonzero(frame.any(1)).flatten(), torch.nonzero(frame.any(0)).flatten()
+            assert 0.5 * 32 <= max(r[-1] - r[0], c[-1] - c[0]) + 1 <= 0.7 * 32
 
 
 def test_presets_round_trip_and_paper_values():

@@ -8,8 +8,9 @@
   morphological opening, the largest connected components and hole filling (the classic chroma-key /
   GrabCut initialisation idea, without the graph cut). When the border is not one colour, or nothing or
   everything differs from it, the input is refused with a sentence that says to supply alpha.
-- Recentring and rescaling: one crop box for all frames (the union of the subject's boxes), so motion
-  stays motion; the subject's larger side becomes ``fill`` of the output.
+- Recentring and rescaling: one crop transform for all frames, centred on the union of the subject's
+  boxes, so motion stays motion; the subject's larger side in a typical frame becomes ``fill`` of the
+  output (as for an image), unless its motion would then leave the frame.
 - Frame selection: F frames evenly spread over the clip; a shorter clip is resampled (frames repeat).
 """
 
@@ -146,13 +147,22 @@ def subject_box(alpha: Tensor, threshold: float = 0.5) -> tuple[int, int, int, i
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def recentre(ref: Reference, size: int, fill: float = 0.6) -> Reference:
-    """The subject centred in a ``size`` x ``size`` square, its larger side ``fill`` of it, one transform for
-    all frames (so the subject's motion inside the clip is kept)."""
+def recentre(ref: Reference, size: int, fill: float = 0.6, margin: float = 0.95) -> Reference:
+    """The subject centred in a ``size`` x ``size`` square, one transform for all frames (so the subject's
+    motion inside the clip is kept). Its larger side becomes ``fill`` of the square, as in a single image,
+    measured on a typical frame (the median over frames), not on the union of its motion: a bouncing ball
+    keeps the size the priors know balls at. Only when the motion would leave the square is the subject
+    made smaller, so that the union of its frames spans ``margin`` of it."""
     import torch.nn.functional as F
 
     top, bottom, left, right = subject_box(ref.alpha)
-    side = max(bottom - top, right - left) / fill
+    sizes = []
+    for frame in ref.alpha:
+        if bool((frame > 0.5).any()):
+            t, b, l_, r = subject_box(frame[None])
+            sizes.append(max(b - t, r - l_))
+    typical = float(np.median(sizes)) if sizes else float(max(bottom - top, right - left))
+    side = max(typical / fill, max(bottom - top, right - left) / margin)
     cy, cx = (top + bottom) / 2, (left + right) / 2
     # Sample the square [cy - side/2, cy + side/2] x [cx - side/2, cx + side/2] of the input (zeros outside).
     h, w = ref.rgb.shape[1:3]
