@@ -427,6 +427,7 @@ class LibraryPanel(QWidget):
         self.runs: list = []
         self._finished = 0
         window.model.jobs_changed.connect(self._jobs_changed)
+        window.model.library_changed.connect(self._show_runs)
         self.refresh()
 
     def _jobs_changed(self) -> None:
@@ -436,14 +437,20 @@ class LibraryPanel(QWidget):
             self.refresh()
 
     def refresh(self) -> None:
-        self.runs = self.window_.model.library()
+        """Scan the run folders again, in the background: the list fills in at a later poll."""
+        self.window_.model.refresh_library()
+
+    def _show_runs(self) -> None:
+        model = self.window_.model
+        self.runs = list(model.library_runs)
         self.list.clear()
         for run in self.runs:
             spec = run.spec
             title = spec.inputs.get("prompt", spec.pipeline) if spec is not None else run.run_dir.name
             item = QListWidgetItem(f"{title}\n{run.status} · {run.run_dir.name}")
-            if run.thumbnail is not None:
-                item.setIcon(QIcon(str(run.thumbnail)))
+            thumbnail = model.library_thumbnails.get(run.run_dir)
+            if thumbnail is not None:
+                item.setIcon(QIcon(to_pixmap(thumbnail, 96)))
             self.list.addItem(item)
 
     def _selected(self):
