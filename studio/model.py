@@ -342,6 +342,10 @@ def parse_override(text: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------ motion picking
+#: How fast galleries play candidate clips: slow enough to read a short clip's motion.
+CLIP_FPS = 8.0
+
+
 @dataclass
 class MotionCandidate:
     """One candidate motion: the seed a full run takes as ``motion_seed`` and the clip it starts from."""
@@ -406,6 +410,15 @@ class MotionSearch:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def status_text(self) -> str:
+        """The gallery's status line (the desktop dialog and the browser panel show the same sentence)."""
+        total, ready = len(self.seeds), len(self.candidates)
+        if self.status == "running":
+            return f"Drawing candidate motions from {total} seeds… {ready}/{total} ready."
+        if self.status == "failed":
+            return f"The candidate motions could not be drawn: {self.error}"
+        return f"{ready} candidate motions: pick one to run the full job with it."
 
     def wait(self, timeout: float | None = None) -> str:
         self._thread.join(timeout)

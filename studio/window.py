@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.model import (
+    CLIP_FPS,
     INPUT_SUFFIXES,
     ExportRequest,
     JobView,
@@ -641,7 +642,7 @@ class MotionGallery(QDialog):
         self.cards: list[tuple[QLabel, list[QPixmap], QPushButton]] = []
         self._frame = 0
         self._timer = QTimer(self)
-        self._timer.setInterval(125)  # 8 fps: slow enough to read a short clip's motion
+        self._timer.setInterval(round(1000 / CLIP_FPS))
         self._timer.timeout.connect(self._tick)
         self._timer.start()
         self._tick()
@@ -654,13 +655,7 @@ class MotionGallery(QDialog):
         self._frame += 1
         for label, frames, _ in self.cards:
             label.setPixmap(frames[self._frame % len(frames)])
-        total = len(search.seeds)
-        if search.status == "running":
-            self.status.setText(f"Drawing candidate motions from {total} seeds… {len(self.cards)}/{total} ready.")
-        elif search.status == "failed":
-            self.status.setText(f"The candidate motions could not be drawn: {search.error}")
-        else:
-            self.status.setText(f"{len(self.cards)} candidate motions: pick one to run the full job with it.")
+        self.status.setText(search.status_text())
         self.stop.setEnabled(search.status == "running")
 
     def _add_card(self, candidate) -> None:

@@ -163,3 +163,25 @@ def ensure_jobs_module(monkeypatch) -> None:
         module = types.ModuleType("pipelines.jobs")
         module.JobSpec = JobSpec
         monkeypatch.setitem(sys.modules, "pipelines.jobs", module)
+
+
+class RecordingRunner:
+    """Takes submitted specs without running them (for tests about what the studio submits)."""
+
+    def __init__(self) -> None:
+        self.specs = []
+
+    def submit(self, spec, run_dir=None):
+        self.specs.append(spec)
+
+        class Job:
+            status = "queued"
+            run_dir = None
+
+            def poll(self):
+                return []
+
+        return Job()
+
+    def shutdown(self, cancel_running=True) -> None:
+        pass

@@ -4,30 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from studio_jobs_standin import RecordingRunner
 
 from assets import asset_path
 from studio.model import StudioError, StudioModel
 
 TINY = {"sampling.frames": "3", "sampling.reference_steps": "2", "sampling.rollback_steps": "1"}
-
-
-class RecordingRunner:
-    """Takes submitted specs without running them (the runner is tested by the jobs area)."""
-
-    def __init__(self) -> None:
-        self.specs = []
-
-    def submit(self, spec, run_dir=None):
-        self.specs.append(spec)
-
-        class Job:
-            status = "queued"
-            run_dir = None
-
-            def poll(self):
-                return []
-
-        return Job()
 
 
 @pytest.fixture
