@@ -2,46 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from studio_jobs_standin import REGISTRY, JobRunner, ensure_jobs_module
+from studio_jobs_standin import poll_until
 
 from studio.demo_scene import BouncingBall
 from studio.model import StudioError, StudioModel, Timeline, check_image
 
 
-class RecordingViewer:
-    """Records what the model asks a viewer to show (the real Viewer is tested in test_studio_viewer)."""
-
-    def __init__(self) -> None:
-        self.shown, self.times, self.cameras = [], [], []
-
-    def show(self, scene, t):
-        self.shown.append((scene, t))
-
-    def set_time(self, t):
-        self.times.append(t)
-
-    def set_camera(self, preset):
-        self.cameras.append(preset)
-
-
 @pytest.fixture
-def model(tmp_path, monkeypatch):
-    ensure_jobs_module(monkeypatch)
-    return StudioModel(viewer=RecordingViewer(), runner=JobRunner(tmp_path / "runs"), registry=REGISTRY)
-
-
-def wait_for(model, predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        model.poll_jobs()
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+def model(make_studio_model):
+    return make_studio_model()
 
 
 def test_timeline_plays_loops_and_stops():
@@ -112,7 +83,7 @@ def test_a_job_runs_from_the_form_to_a_scene_in_the_viewer(model):
     model.jobs_changed.connect(lambda: changes.append(1))
     model.form.pipeline, model.form.prompt, model.form.preset = "ball", "a red ball", "preview"
     view = model.generate()
-    assert wait_for(model, lambda: view.status == "done")
+    assert poll_until(model, lambda: view.status == "done")
     assert view.fraction == 1.0 and view.stage == "fit"
     assert view.loss_history[-1] == pytest.approx(1 / 6)
     assert view.preview.shape == (16, 32, 3) and view.preview_grid == (1, 2)
@@ -124,13 +95,13 @@ def test_a_job_runs_from_the_form_to_a_scene_in_the_viewer(model):
 def test_cancel_then_resume_finishes_from_the_checkpoint(model):
     model.form.pipeline, model.form.prompt, model.form.preset = "ball", "a ball", "standard"
     view = model.generate()
-    assert wait_for(model, lambda: view.fraction > 0.1)
+    assert poll_until(model, lambda: view.fraction > 0.1)
     model.cancel(view)
-    assert wait_for(model, lambda: view.status == "cancelled")
+    assert poll_until(model, lambda: view.status == "cancelled")
     assert view.resumable and view.fraction < 1.0
     done_before = int((view.job.run_dir / "checkpoint.txt").read_text())
     model.resume(view)
-    assert wait_for(model, lambda: view.status == "done")
+    assert poll_until(model, lambda: view.status == "done")
     assert done_before > 0 and view.fraction == 1.0
     with pytest.raises(StudioError, match="only cancelled or interrupted"):
         model.resume(view)
@@ -229,13 +200,12 @@ class FeedingRunner:
         pass
 
 
-def test_a_preview_file_is_decoded_in_the_background_and_shows_at_a_later_poll(tmp_path, monkeypatch):
+def test_a_preview_file_is_decoded_in_the_background_and_shows_at_a_later_poll(make_studio_model, tmp_path):
     import imageio.v3 as iio
 
     from pipelines.events import Preview
 
-    ensure_jobs_module(monkeypatch)
-    model = StudioModel(viewer=RecordingViewer(), runner=FeedingRunner(tmp_path), registry=REGISTRY)
+    model = make_studio_model(runner=FeedingRunner(tmp_path))
     model.form.pipeline, model.form.prompt = "ball", "a ball"
     view = model.generate()
     image = np.full((16, 32, 3), 7, np.uint8)
@@ -245,7 +215,7 @@ def test_a_preview_file_is_decoded_in_the_background_and_shows_at_a_later_poll(t
     assert not png.written.is_set()  # the poll returned while the PNG was still unreadable
     assert view.preview is None
     png.release()
-    assert wait_for(model, lambda: view.preview is not None)
+    assert poll_until(model, lambda: view.preview is not None)
     assert view.preview.shape == (16, 32, 3) and view.preview_grid == (1, 2)
     # a preview that arrives as an image shows at once, and an older file decoded after it does not replace it
     slow = HeldFile(tmp_path / "older.png", iio.imwrite("<bytes>", np.zeros((8, 8, 3), np.uint8), extension=".png"))
@@ -272,7 +242,7 @@ def test_the_library_is_scanned_in_the_background(model):
     model.refresh_library()
     assert not status.written.is_set() and not changes  # returned while a run folder was still unreadable
     status.release()
-    assert wait_for(model, lambda: changes)
+    assert poll_until(model, lambda: changes)
     assert sorted((run.run_dir.name, run.status) for run in model.library_runs) == [("run-a", "cancelled"),
                                                                                     ("run-b", "done")]
     assert model.library_thumbnails[runs / "run-a"].shape == (12, 18, 3)
