@@ -3,7 +3,11 @@ looping images, and a pick starts the job with that motion."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,3 +74,53 @@ def test_the_browser_gallery_draws_plays_and_picks_a_motion():
         assert model.form.overrides["motion_seed"] == str(search.seeds[2])
     finally:
         viewer.close()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's `chromium` package")
+def test_in_headless_chromium_a_click_draws_motions_and_a_pick_starts_the_job(tmp_path):
+    from test_studio_browser import DevTools
+
+    from studio.browser import serve
+
+    viewer = Viewer()
+    model = StudioModel(viewer=viewer, runner=RecordingRunner())
+    model.form.pipeline, model.form.seed = "image-to-4d", 5
+    model.form.inputs = {"image": str(asset_path("examples", "red_ball.png"))}
+    model.form.overrides = dict(TINY)
+    stop = threading.Event()
+    loop = threading.Thread(target=serve, args=(model, viewer, stop), daemon=True)
+    loop.start()
+    browser = DevTools(tmp_path / "chromium")
+    buttons = "[...document.querySelectorAll('button')]"
+
+    def page_until(expression, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if browser.evaluate(expression):
+                return True
+            time.sleep(0.5)
+        return False
+
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=viewer.url)
+        assert page_until(f"{buttons}.some(b => b.textContent.trim() === 'Pick a motion first…')", 90)
+        browser.evaluate(f"{buttons}.find(b => b.textContent.trim() === 'Pick a motion first…').click()")
+        use = f"{buttons}.filter(b => b.textContent.trim() === 'Use this motion')"
+        assert page_until(f"{use}.length === 4 && document.querySelectorAll('img').length >= 4", 180)
+        browser.call("Emulation.setDeviceMetricsOverride", width=1100, height=1300, deviceScaleFactor=1, mobile=False)
+        browser.evaluate("document.querySelector('img').scrollIntoView({block: 'center'})")
+        time.sleep(1.0)
+        (tmp_path / "gallery.png").write_bytes(browser.screenshot())
+        browser.evaluate(f"{use}[2].click()")
+        assert page_until(f"{use}.length === 0", 30)  # the gallery closes once the job starts
+    finally:
+        browser.close()
+        stop.set()
+        loop.join(10)
+        viewer.close()
+    assert model.runner.specs[-1].config.motion_seed == model.motion_search.seeds[2]
+    if os.environ.get("STUDIO_BROWSER_SHOTS"):
+        out = Path(os.environ["STUDIO_BROWSER_SHOTS"])
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "gallery.png", out / "browser-motions.png")
