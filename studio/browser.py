@@ -8,13 +8,40 @@ plays the timeline.
 from __future__ import annotations
 
 import threading
+import time
 
-from studio.model import StudioError, StudioModel
+from studio.model import CLIP_FPS, StudioError, StudioModel, example_inputs
 from studio.viewer import CAMERA_PRESET_NAMES, Viewer
 
 
+class MotionCard:
+    """One candidate motion in the browser's gallery: its clip (a GUI image that loops), and its pick button."""
+
+    #: The browser shows a GUI image at its own size: small clips are enlarged (whole pixels) to about this.
+    SIDE = 160
+
+    def __init__(self, gui, candidate) -> None:
+        self.candidate = candidate
+        clip = candidate.clip
+        scale = max(1, self.SIDE // max(clip.shape[1:3]))
+        self.frames = clip.repeat(scale, axis=1).repeat(scale, axis=2)
+        self.frame = 0
+        self.image = gui.add_image(self.frames[0], label=f"seed {candidate.seed} · {len(clip)} frames", format="png")
+        self.pick = gui.add_button("Use this motion", hint=f"Run the full job with motion seed {candidate.seed}")
+
+    def show_frame(self, frame: int) -> None:
+        frame %= len(self.frames)
+        if frame != self.frame:
+            self.frame = frame
+            self.image.image = self.frames[frame]
+
+    def remove(self) -> None:
+        self.image.remove()
+        self.pick.remove()
+
+
 class BrowserControls:
-    """Timeline, camera presets, create form and job status as viser GUI elements."""
+    """Timeline, camera presets, create form, motion picking and job status as viser GUI elements."""
 
     def __init__(self, model: StudioModel, viewer: Viewer) -> None:
         self.model = model
@@ -42,12 +69,28 @@ class BrowserControls:
             method = form.pipeline if form.pipeline in names else names[0]
             self.method = gui.add_dropdown("Method", names, initial_value=method)
             self.prompt = gui.add_text("Prompt", initial_value=form.prompt)
+            # Paths on the studio's machine, as the project folder below; the bundled examples fill it in.
+            self.image = gui.add_text("Image", initial_value=form.inputs.get("image", ""),
+                                      hint="an image file on the studio's machine")
+            examples = {path.stem.replace("_", " "): str(path) for path in example_inputs("image")}
+            self.examples = gui.add_dropdown("Example", [self.NO_EXAMPLE, *examples], initial_value=self.NO_EXAMPLE)
+            self._example_paths = examples
             presets = model.presets(method) or ["preview"]
             preset = form.preset if form.preset in presets else presets[0]
             self.preset = gui.add_dropdown("Preset", presets, initial_value=preset)
             self.seed = gui.add_number("Seed", initial_value=int(form.seed), min=0, max=2**31 - 1, step=1)
             self.generate = gui.add_button("Generate", disabled=not pipelines)
+            self.find_motions = gui.add_button("Pick a motion first…",
+                                               hint="Draw a few short candidate clips from different seeds, then "
+                                                    "run the job with the motion you pick.")
             self.jobs = gui.add_markdown("No jobs yet.")
+        # The gallery: filled as candidates arrive (step), emptied by a pick or a new search.
+        self.motions_folder = gui.add_folder("Motions", visible=False)
+        with self.motions_folder:
+            self.motion_status = gui.add_markdown("")
+            self.stop_motions = gui.add_button("Stop", disabled=True)
+        self.search = None
+        self.cards: list[MotionCard] = []
         with gui.add_folder("Project", expand_by_default=False):
             # Folders are on the machine the studio runs on (the remote GPU box), typed as paths.
             self.project_folder = gui.add_text("Folder", initial_value=str(model.project_folder or ""),
@@ -65,6 +108,9 @@ class BrowserControls:
         self.camera.on_click(lambda _: model.set_camera(self.camera.value.lower()))
         self.method.on_update(lambda _: self._method_changed())
         self.generate.on_click(lambda event: self._locked(self._generate, event.client))
+        self.examples.on_update(lambda _: self._locked(self._example_chosen))
+        self.find_motions.on_click(lambda event: self._locked(self._find_motions, event.client))
+        self.stop_motions.on_click(lambda _: self._locked(self._stop_motions))
         self.save_project.on_click(lambda event: self._locked(self._save_project, event.client))
         self.open_project.on_click(lambda event: self._locked(self._open_project, event.client))
         self.new_project.on_click(lambda event: self._locked(self._new_project, event.client))
@@ -73,6 +119,7 @@ class BrowserControls:
         model.jobs_changed.connect(self._jobs_changed)
         model.project_changed.connect(self._project_changed)
         model.scene_changed.connect(lambda _scene: setattr(self.caption, "content", self._caption_text()))
+        self._show_method_fields()
 
     def _caption_text(self) -> str:
         return f"*{self.model.scene_caption}*" if self.model.scene is not None else ""
@@ -98,12 +145,29 @@ class BrowserControls:
         if presets:
             self.preset.options = presets
             self.preset.value = presets[0]
+        self._show_method_fields()
+
+    def _show_method_fields(self) -> None:
+        """The fields the chosen method takes: the prompt, an input image, and motion picking (Diffusion²)."""
+        try:
+            inputs = self.model.pipeline_info(self.method.value).inputs
+        except StudioError:
+            inputs = ()
+        self.prompt.disabled = "prompt" not in inputs
+        self.image.visible = self.examples.visible = "image" in inputs
+        self.find_motions.visible = self.model.motion_kind(self.method.value) is not None
+
+    def _example_chosen(self) -> None:
+        if self.examples.value in self._example_paths:
+            self.image.value = self._example_paths[self.examples.value]
 
     def _read_form(self) -> None:
         form = self.model.form
         if self.method.value in [p.name for p in self.model.pipelines()]:
             form.pipeline = self.method.value
         form.prompt, form.preset, form.seed = self.prompt.value, self.preset.value, int(self.seed.value)
+        if self.image.value.strip():
+            form.inputs["image"] = self.image.value.strip()
 
     def _write_form(self) -> None:
         """Show the model's form and playback settings in the GUI (after a project opens)."""
@@ -112,6 +176,7 @@ class BrowserControls:
             self.method.value = form.pipeline
             self._method_changed()
         self.prompt.value = form.prompt
+        self.image.value = form.inputs.get("image", "")
         if form.preset in self.preset.options:
             self.preset.value = form.preset
         self.seed.value = int(form.seed)
@@ -125,6 +190,62 @@ class BrowserControls:
             self.model.generate()
         except StudioError as err:
             self.notify(str(err), client)
+
+    # ------------------------------------------------------------ motion picking
+    NO_EXAMPLE = "(example images)"
+
+    def _find_motions(self, client) -> None:
+        """Draw candidate motions for the form's job (the model's search, on its own thread); the gallery
+        fills in as they arrive."""
+        self._read_form()
+        try:
+            search = self.model.find_motions()
+        except StudioError as err:
+            self.notify(str(err), client)
+            return
+        self._clear_gallery()
+        self.search = search
+        self.motions_folder.visible = True
+        self._update_gallery()
+
+    def _update_gallery(self) -> None:
+        search = self.search
+        if search is None:
+            return
+        search.poll()
+        with self.motions_folder:
+            for candidate in search.candidates[len(self.cards):]:
+                card = MotionCard(self.viewer.server.gui, candidate)
+                card.pick.on_click(lambda event, seed=candidate.seed: self._locked(self._pick_motion, seed,
+                                                                                   event.client))
+                self.cards.append(card)
+        frame = int(time.monotonic() * CLIP_FPS)
+        for card in self.cards:
+            card.show_frame(frame)
+        self.motion_status.content = search.status_text()
+        self.stop_motions.disabled = search.finished
+
+    def _pick_motion(self, seed: int, client) -> None:
+        """Run the job the shown candidates were drawn for with motion ``seed``; the gallery closes."""
+        try:
+            view = self.model.pick_motion(seed, self.search)
+        except StudioError as err:
+            self.notify(str(err), client)
+            return
+        self._clear_gallery()
+        self.notify(f"Started {view.title} with motion seed {seed}.", client, error=False)
+
+    def _stop_motions(self) -> None:
+        if self.search is not None:
+            self.search.cancel()
+
+    def _clear_gallery(self) -> None:
+        if self.search is not None:
+            self.search.cancel()  # nothing more to draw once its gallery is gone
+        for card in self.cards:
+            card.remove()
+        self.cards, self.search = [], None
+        self.motions_folder.visible = False
 
     # ------------------------------------------------------------ projects
     NO_RECENT = "(no recent projects)"
@@ -197,6 +318,7 @@ class BrowserControls:
             except StudioError as err:
                 self.notify(str(err))
             self.model.tick()
+            self._update_gallery()
 
 
 def serve(model: StudioModel, viewer: Viewer, stop: threading.Event | None = None) -> None:

@@ -20,6 +20,8 @@ import numpy as np
 from pipelines.events import Artifact, Event, Log, Preview, Progress, SceneUpdate
 
 FINISHED = ("done", "failed", "failed-resumable", "cancelled")
+#: How much lower the CPU priority of the studio's job workers is than the studio's own.
+WORKER_NICE = 10
 RESUMABLE = ("failed-resumable", "cancelled")
 
 
@@ -39,6 +41,51 @@ class Signal:
     def emit(self, *args) -> None:
         for slot in list(self._slots):
             slot(*args)
+
+
+class Background:
+    """Work the studio's loop must not wait for (decoding preview files, scanning run folders), done on one
+    thread in submission order. Each result's callback runs on the loop's own thread, at the next
+    :meth:`deliver` (the window's poll timer and the browser loop call it through ``poll_jobs``), so state
+    the widgets read only ever changes there."""
+
+    def __init__(self) -> None:
+        self._executor = None
+        self._submitted: list[tuple[Any, Callable[[Any], None]]] = []
+
+    def submit(self, work: Callable[[], Any], on_done: Callable[[Any], None]) -> None:
+        """Run ``work()`` in the background; ``on_done(result)`` at the first :meth:`deliver` after it ends.
+        Problems a user can cause belong in the result (``None`` for an unreadable file)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-background")
+        self._submitted.append((self._executor.submit(work), on_done))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._submitted)
+
+    def deliver(self) -> bool:
+        """Run the callbacks of work that has finished, in submission order; True when any ran."""
+        delivered = False
+        while self._submitted and self._submitted[0][0].done():
+            future, on_done = self._submitted.pop(0)
+            delivered = True
+            on_done(future.result())  # a bug in ``work`` surfaces here, on the loop's thread
+        return delivered
+
+    def wait(self, timeout: float = 30.0) -> bool:
+        """Block until everything submitted has finished, then deliver it; False on timeout (tests, scripts)."""
+        from concurrent.futures import wait
+
+        wait([future for future, _ in self._submitted], timeout)
+        self.deliver()
+        return not self._submitted
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------------------- timeline
@@ -102,6 +149,8 @@ class JobView:
     preview_grid: tuple[int, int] | None = None
     scene_path: str | None = None
     messages: list[str] = field(default_factory=list)
+    _previews_arrived: int = field(default=0, repr=False)
+    _preview_shown: int = field(default=0, repr=False)
 
     @property
     def status(self) -> str:
@@ -130,15 +179,24 @@ class JobView:
             if loss is not None:
                 self.loss_history = (self.loss_history + [float(loss)])[-200:]
         elif isinstance(event, Preview):
-            image = event.image if event.image is not None else _read_image(event.path)
-            if image is not None:
-                self.preview, self.preview_grid = image, event.grid
+            if event.image is not None:  # a preview that is only a file is decoded off the loop (poll_jobs)
+                self.show_preview(np.asarray(event.image), event.grid, self.next_preview())
         elif (isinstance(event, SceneUpdate) and event.path) or (isinstance(event, Artifact) and event.kind == "scene"):
             self.scene_path = event.path
             return True
         elif isinstance(event, Log):
             self.messages = (self.messages + [event.message])[-50:]
         return False
+
+    def next_preview(self) -> int:
+        """A number for a preview event as it arrives (previews show in arrival order, decoded or not)."""
+        self._previews_arrived += 1
+        return self._previews_arrived
+
+    def show_preview(self, image: np.ndarray, grid: tuple[int, int] | None, number: int) -> None:
+        """Show preview ``number`` unless one that arrived later is already shown."""
+        if number > self._preview_shown:
+            self.preview, self.preview_grid, self._preview_shown = image, grid, number
 
 
 def _read_image(path: str | None) -> np.ndarray | None:
@@ -284,6 +342,10 @@ def parse_override(text: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------ motion picking
+#: How fast galleries play candidate clips: slow enough to read a short clip's motion.
+CLIP_FPS = 8.0
+
+
 @dataclass
 class MotionCandidate:
     """One candidate motion: the seed a full run takes as ``motion_seed`` and the clip it starts from."""
@@ -348,6 +410,15 @@ class MotionSearch:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def status_text(self) -> str:
+        """The gallery's status line (the desktop dialog and the browser panel show the same sentence)."""
+        total, ready = len(self.seeds), len(self.candidates)
+        if self.status == "running":
+            return f"Drawing candidate motions from {total} seeds… {ready}/{total} ready."
+        if self.status == "failed":
+            return f"The candidate motions could not be drawn: {self.error}"
+        return f"{ready} candidate motions: pick one to run the full job with it."
 
     def wait(self, timeout: float | None = None) -> str:
         self._thread.join(timeout)
@@ -463,6 +534,12 @@ class StudioModel:
         self.time_changed = Signal()  # (t)
         self.scene_changed = Signal()  # (scene)
         self.jobs_changed = Signal()  # ()
+        self.library_changed = Signal()  # (), after refresh_library
+        #: The library as last scanned by :meth:`refresh_library` (``RunInfo``s) and their thumbnails
+        #: (``[H, W, 3]`` uint8 by run folder; runs without a preview have none).
+        self.library_runs: list = []
+        self.library_thumbnails: dict[Path, np.ndarray] = {}
+        self.background = Background()
         pipelines = self.pipelines()
         if pipelines:
             self.form.pipeline = pipelines[0].name
@@ -556,7 +633,9 @@ class StudioModel:
                 from pipelines.jobs import JobRunner
             except ImportError:
                 raise StudioError("The job runner is not installed in this build of the studio.") from None
-            self._runner = JobRunner(self.runs_root)
+            # Workers at a lower CPU priority: on a small machine a fit would otherwise take the time slices
+            # the window's event loop (and the viewer) need, and the studio would stall while a job runs.
+            self._runner = JobRunner(self.runs_root, nice=WORKER_NICE)
         return self._runner
 
     def generate(self, form: CreateForm | None = None) -> JobView:
@@ -577,13 +656,16 @@ class StudioModel:
         return view
 
     def poll_jobs(self) -> bool:
-        """Fold in every job's new events (non-blocking); True when anything changed."""
-        changed = False
+        """Fold in every job's new events and the background work that has finished (non-blocking); True
+        when anything changed."""
+        changed = self.background.deliver()
         for view in self.jobs:
             before = view.status
             for event in view.job.poll():
                 changed = True
-                if view.apply(event) and view is self.followed:
+                if isinstance(event, Preview) and event.image is None:
+                    self._decode_preview(view, event)
+                elif view.apply(event) and view is self.followed:
                     self._open_quietly(view.scene_path, view.title)
             if view.status != before:
                 changed = True
@@ -596,6 +678,18 @@ class StudioModel:
         if changed:
             self.jobs_changed.emit()
         return changed
+
+    def _decode_preview(self, view: JobView, event: Preview) -> None:
+        """A preview that crossed from the worker as a PNG file: decoding a V×F matrix takes tens of
+        milliseconds, so it happens in the background and shows at a later poll."""
+        number = view.next_preview()
+
+        def show(image) -> None:
+            if image is not None:
+                view.show_preview(image, event.grid, number)
+                self.jobs_changed.emit()
+
+        self.background.submit(functools.partial(_read_image, event.path), show)
 
     def cancel(self, view: JobView) -> None:
         view.job.cancel()
@@ -685,6 +779,21 @@ class StudioModel:
                     continue  # a run folder the project lists but that is gone or damaged
         return runs
 
+    def refresh_library(self) -> None:
+        """Scan the runs folders and read the runs' thumbnails in the background (hundreds of run folders take
+        a good part of a second); :attr:`library_runs` and :attr:`library_thumbnails` change and
+        ``library_changed`` fires at a later :meth:`poll_jobs`."""
+        def scan():
+            runs = self.library()
+            thumbnails = {run.run_dir: _read_image(str(run.thumbnail)) for run in runs if run.thumbnail is not None}
+            return runs, {key: image for key, image in thumbnails.items() if image is not None}
+
+        def show(result) -> None:
+            self.library_runs, self.library_thumbnails = result
+            self.library_changed.emit()
+
+        self.background.submit(scan, show)
+
     def open_run(self, run) -> None:
         """Show a past run's final scene (or, while it has none, its newest scene update)."""
         run_dir = Path(run.run_dir)
@@ -714,6 +823,7 @@ class StudioModel:
         waits until they finish."""
         if cancel_running is None:
             cancel_running = not self.keep_jobs_on_exit
+        self.background.shutdown()
         if self._runner is not None:
             self._runner.shutdown(cancel_running=cancel_running)
 

@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.model import (
+    CLIP_FPS,
     INPUT_SUFFIXES,
     ExportRequest,
     JobView,
@@ -427,6 +428,7 @@ class LibraryPanel(QWidget):
         self.runs: list = []
         self._finished = 0
         window.model.jobs_changed.connect(self._jobs_changed)
+        window.model.library_changed.connect(self._show_runs)
         self.refresh()
 
     def _jobs_changed(self) -> None:
@@ -436,14 +438,20 @@ class LibraryPanel(QWidget):
             self.refresh()
 
     def refresh(self) -> None:
-        self.runs = self.window_.model.library()
+        """Scan the run folders again, in the background: the list fills in at a later poll."""
+        self.window_.model.refresh_library()
+
+    def _show_runs(self) -> None:
+        model = self.window_.model
+        self.runs = list(model.library_runs)
         self.list.clear()
         for run in self.runs:
             spec = run.spec
             title = spec.inputs.get("prompt", spec.pipeline) if spec is not None else run.run_dir.name
             item = QListWidgetItem(f"{title}\n{run.status} · {run.run_dir.name}")
-            if run.thumbnail is not None:
-                item.setIcon(QIcon(str(run.thumbnail)))
+            thumbnail = model.library_thumbnails.get(run.run_dir)
+            if thumbnail is not None:
+                item.setIcon(QIcon(to_pixmap(thumbnail, 96)))
             self.list.addItem(item)
 
     def _selected(self):
@@ -634,7 +642,7 @@ class MotionGallery(QDialog):
         self.cards: list[tuple[QLabel, list[QPixmap], QPushButton]] = []
         self._frame = 0
         self._timer = QTimer(self)
-        self._timer.setInterval(125)  # 8 fps: slow enough to read a short clip's motion
+        self._timer.setInterval(round(1000 / CLIP_FPS))
         self._timer.timeout.connect(self._tick)
         self._timer.start()
         self._tick()
@@ -647,13 +655,7 @@ class MotionGallery(QDialog):
         self._frame += 1
         for label, frames, _ in self.cards:
             label.setPixmap(frames[self._frame % len(frames)])
-        total = len(search.seeds)
-        if search.status == "running":
-            self.status.setText(f"Drawing candidate motions from {total} seeds… {len(self.cards)}/{total} ready.")
-        elif search.status == "failed":
-            self.status.setText(f"The candidate motions could not be drawn: {search.error}")
-        else:
-            self.status.setText(f"{len(self.cards)} candidate motions: pick one to run the full job with it.")
+        self.status.setText(search.status_text())
         self.stop.setEnabled(search.status == "running")
 
     def _add_card(self, candidate) -> None:

@@ -1,6 +1,7 @@
-"""An in-process stand-in for the jobs API (``pipelines.jobs`` / ``pipelines.registry``) for the studio tests.
+"""Stand-ins for the studio tests: an in-process jobs API (``pipelines.jobs`` / ``pipelines.registry``), a
+viewer that records what it is asked to show, and the poll loop the window's timer runs.
 
-It follows the contract in HELPERS.md (submit / resume / poll / cancel / status / result_dir) with
+The jobs stand-in follows the contract in HELPERS.md (submit / resume / poll / cancel / status / result_dir) with
 threads instead of worker processes, and runs a tiny real pipeline that yields progress, previews
 and a saved scene. The studio code itself imports only the real names; the tests inject these.
 """
@@ -163,3 +164,66 @@ def ensure_jobs_module(monkeypatch) -> None:
         module = types.ModuleType("pipelines.jobs")
         module.JobSpec = JobSpec
         monkeypatch.setitem(sys.modules, "pipelines.jobs", module)
+
+
+class RecordingRunner:
+    """Takes submitted specs without running them (for tests about what the studio submits)."""
+
+    def __init__(self) -> None:
+        self.specs = []
+
+    def submit(self, spec, run_dir=None):
+        self.specs.append(spec)
+
+        class Job:
+            status = "queued"
+            run_dir = None
+
+            def poll(self):
+                return []
+
+        return Job()
+
+    def shutdown(self, cancel_running=True) -> None:
+        pass
+
+
+class RecordingViewer:
+    """Records what the model asks a viewer to show (the real Viewer is tested in test_studio_viewer)."""
+
+    def __init__(self) -> None:
+        self.shown, self.times, self.cameras, self.labels = [], [], [], []
+
+    def show(self, scene, t):
+        self.shown.append((scene, t))
+
+    def set_time(self, t):
+        self.times.append(t)
+
+    def set_camera(self, preset):
+        if preset not in ("front", "side", "top", "turntable", "reset"):
+            raise ValueError(f"Unknown camera preset '{preset}'.")
+        self.cameras.append(preset)
+
+    def set_label(self, text):
+        self.labels.append(text)
+
+
+def poll_until(model, predicate, timeout: float = 20.0) -> bool:
+    """Poll the model's jobs (as the window's timer does) until ``predicate()``; False on timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model.poll_jobs()
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def finish(model, view, timeout: float = 20.0) -> None:
+    """Poll until the job of ``view`` is done, and once more for what it sent last."""
+    poll_until(model, lambda: view.status == "done", timeout)
+    model.poll_jobs()
+    assert view.status == "done"

@@ -178,3 +178,13 @@ def test_when_the_runner_process_dies_its_worker_checkpoints_and_stops(tmp_path)
         time.sleep(0.1)
     assert run_info(run_dir).status == "cancelled"
     assert list_checkpoints(f"{run_dir}/checkpoints")
+
+
+def test_workers_can_run_at_a_lower_cpu_priority_than_the_caller(tmp_path):
+    """A window's runner lowers its workers' priority so that a fit never starves the event loop."""
+    with JobRunner(tmp_path, device="cpu", nice=5) as runner:
+        (worker,) = runner._idle
+        assert os.getpriority(os.PRIO_PROCESS, worker.proc.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 5
+    with JobRunner(tmp_path / "plain", device="cpu") as runner:
+        (worker,) = runner._idle
+        assert os.getpriority(os.PRIO_PROCESS, worker.proc.pid) == os.getpriority(os.PRIO_PROCESS, 0)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from studio_jobs_standin import REGISTRY, JobRunner, ensure_jobs_module
+from studio_jobs_standin import JobRunner, finish
 
 from studio.demo_scene import BouncingBall
-from studio.model import CloseQuestions, StudioModel
+from studio.model import CloseQuestions
 
 
 class RecordingRunner(JobRunner):
@@ -31,19 +29,8 @@ class RecordingRunner(JobRunner):
 
 
 @pytest.fixture
-def model(tmp_path, monkeypatch):
-    ensure_jobs_module(monkeypatch)
-    monkeypatch.setenv("FOURD_HOME", str(tmp_path / "home"))
-    return StudioModel(runner=RecordingRunner(tmp_path / "runs"), registry=REGISTRY)
-
-
-def wait_done(model, view, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and view.status != "done":
-        model.poll_jobs()
-        time.sleep(0.02)
-    model.poll_jobs()
-    assert view.status == "done"
+def model(make_studio_model, tmp_path):
+    return make_studio_model(runner=RecordingRunner(tmp_path / "runs"), viewer=False)
 
 
 def test_a_fresh_studio_closes_without_questions(model):
@@ -85,7 +72,7 @@ def test_keeping_jobs_lets_them_finish_before_the_studio_exits(model, tmp_path):
     model.decide_running_jobs(keep=True)
     model.shutdown()
     assert model.runner.shutdowns == [False]
-    wait_done(model, view)
+    finish(model, view)
     # the finished job's result now shows in the viewer: the project's view changed
     assert model.close_questions() == CloseQuestions(running=0, unsaved=True)
 

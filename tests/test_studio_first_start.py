@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import torch
+from studio_jobs_standin import RecordingViewer
 
 from studio import first_start
 from studio.model import StudioModel, unknown_prompt_words
-
-
-class RecordingViewer:
-    def __init__(self) -> None:
-        self.shown, self.labels = [], []
-
-    def show(self, scene, t):
-        self.shown.append((scene, t))
-
-    def set_time(self, t):
-        pass
-
-    def set_label(self, text):
-        self.labels.append(text)
 
 
 def test_the_studio_opens_on_the_shipped_example_ready_to_generate(monkeypatch, tmp_path):

@@ -2,46 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from studio_jobs_standin import REGISTRY, JobRunner, ensure_jobs_module
+from studio_jobs_standin import poll_until
 
 from studio.demo_scene import BouncingBall
 from studio.model import StudioError, StudioModel, Timeline, check_image
 
 
-class RecordingViewer:
-    """Records what the model asks a viewer to show (the real Viewer is tested in test_studio_viewer)."""
-
-    def __init__(self) -> None:
-        self.shown, self.times, self.cameras = [], [], []
-
-    def show(self, scene, t):
-        self.shown.append((scene, t))
-
-    def set_time(self, t):
-        self.times.append(t)
-
-    def set_camera(self, preset):
-        self.cameras.append(preset)
-
-
 @pytest.fixture
-def model(tmp_path, monkeypatch):
-    ensure_jobs_module(monkeypatch)
-    return StudioModel(viewer=RecordingViewer(), runner=JobRunner(tmp_path / "runs"), registry=REGISTRY)
-
-
-def wait_for(model, predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        model.poll_jobs()
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+def model(make_studio_model):
+    return make_studio_model()
 
 
 def test_timeline_plays_loops_and_stops():
@@ -112,7 +83,7 @@ def test_a_job_runs_from_the_form_to_a_scene_in_the_viewer(model):
     model.jobs_changed.connect(lambda: changes.append(1))
     model.form.pipeline, model.form.prompt, model.form.preset = "ball", "a red ball", "preview"
     view = model.generate()
-    assert wait_for(model, lambda: view.status == "done")
+    assert poll_until(model, lambda: view.status == "done")
     assert view.fraction == 1.0 and view.stage == "fit"
     assert view.loss_history[-1] == pytest.approx(1 / 6)
     assert view.preview.shape == (16, 32, 3) and view.preview_grid == (1, 2)
@@ -124,13 +95,13 @@ def test_a_job_runs_from_the_form_to_a_scene_in_the_viewer(model):
 def test_cancel_then_resume_finishes_from_the_checkpoint(model):
     model.form.pipeline, model.form.prompt, model.form.preset = "ball", "a ball", "standard"
     view = model.generate()
-    assert wait_for(model, lambda: view.fraction > 0.1)
+    assert poll_until(model, lambda: view.fraction > 0.1)
     model.cancel(view)
-    assert wait_for(model, lambda: view.status == "cancelled")
+    assert poll_until(model, lambda: view.status == "cancelled")
     assert view.resumable and view.fraction < 1.0
     done_before = int((view.job.run_dir / "checkpoint.txt").read_text())
     model.resume(view)
-    assert wait_for(model, lambda: view.status == "done")
+    assert poll_until(model, lambda: view.status == "done")
     assert done_before > 0 and view.fraction == 1.0
     with pytest.raises(StudioError, match="only cancelled or interrupted"):
         model.resume(view)
@@ -187,3 +158,92 @@ def test_video_inputs_are_checked_and_give_a_first_frame(model, tmp_path):
     assert model.build_spec().inputs == {"video": str(clip)}
     for path in example_inputs("video"):
         assert path.suffix in (".mp4", ".gif", ".webm", ".mov", ".avi")
+
+
+class HeldFile:
+    """A file (a named pipe) whose bytes arrive only when the test releases them: whoever reads it waits
+    until then. If a reader holds up the test itself, the bytes come after ``give_up_s`` anyway and
+    :attr:`written` tells that the test's next step came too late."""
+
+    def __init__(self, path, data: bytes, give_up_s: float = 10.0) -> None:
+        import os
+        import threading
+
+        os.mkfifo(path)
+        self.written = threading.Event()
+        self._release = threading.Event()
+
+        def write():
+            self._release.wait(give_up_s)
+            with open(path, "wb") as pipe:
+                pipe.write(data)
+            self.written.set()
+
+        threading.Thread(target=write, daemon=True).start()
+
+    def release(self) -> None:
+        self._release.set()
+
+
+class FeedingRunner:
+    """Jobs whose events the test sends itself (it plays the worker process)."""
+
+    def __init__(self, runs_root) -> None:
+        self.runs_root = runs_root
+
+    def submit(self, spec, run_dir=None):
+        from studio_jobs_standin import Job
+
+        return Job(self.runs_root / "run-000", spec, status="running")
+
+    def shutdown(self, cancel_running=True):
+        pass
+
+
+def test_a_preview_file_is_decoded_in_the_background_and_shows_at_a_later_poll(make_studio_model, tmp_path):
+    import imageio.v3 as iio
+
+    from pipelines.events import Preview
+
+    model = make_studio_model(runner=FeedingRunner(tmp_path))
+    model.form.pipeline, model.form.prompt = "ball", "a ball"
+    view = model.generate()
+    image = np.full((16, 32, 3), 7, np.uint8)
+    png = HeldFile(tmp_path / "preview.png", iio.imwrite("<bytes>", image, extension=".png"))
+    view.job._events.put(Preview("views", path=str(tmp_path / "preview.png"), grid=(1, 2), step=1))
+    model.poll_jobs()
+    assert not png.written.is_set()  # the poll returned while the PNG was still unreadable
+    assert view.preview is None
+    png.release()
+    assert poll_until(model, lambda: view.preview is not None)
+    assert view.preview.shape == (16, 32, 3) and view.preview_grid == (1, 2)
+    # a preview that arrives as an image shows at once, and an older file decoded after it does not replace it
+    slow = HeldFile(tmp_path / "older.png", iio.imwrite("<bytes>", np.zeros((8, 8, 3), np.uint8), extension=".png"))
+    view.job._events.put(Preview("views", path=str(tmp_path / "older.png"), step=2))
+    view.job._events.put(Preview("views", image=np.full((4, 4, 3), 9, np.uint8), step=3))
+    model.poll_jobs()
+    assert view.preview.shape == (4, 4, 3)
+    slow.release()
+    assert model.background.wait()
+    assert view.preview.shape == (4, 4, 3)
+
+
+def test_the_library_is_scanned_in_the_background(model):
+    import imageio.v3 as iio
+
+    runs = model.runner.runs_root
+    (runs / "run-a" / "previews").mkdir(parents=True)
+    (runs / "run-a" / "status.json").write_text('{"status": "cancelled"}')
+    iio.imwrite(runs / "run-a" / "previews" / "0001.png", np.full((12, 18, 3), 200, np.uint8))
+    (runs / "run-b").mkdir()
+    status = HeldFile(runs / "run-b" / "status.json", b'{"status": "done"}')
+    changes = []
+    model.library_changed.connect(lambda: changes.append(1))
+    model.refresh_library()
+    assert not status.written.is_set() and not changes  # returned while a run folder was still unreadable
+    status.release()
+    assert poll_until(model, lambda: changes)
+    assert sorted((run.run_dir.name, run.status) for run in model.library_runs) == [("run-a", "cancelled"),
+                                                                                    ("run-b", "done")]
+    assert model.library_thumbnails[runs / "run-a"].shape == (12, 18, 3)
+    assert runs / "run-b" not in model.library_thumbnails

@@ -3,54 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import time
 import tomllib
 
 import pytest
-from studio_jobs_standin import REGISTRY, JobRunner, ensure_jobs_module
+from studio_jobs_standin import JobRunner, finish
 
-from studio.model import StudioError, StudioModel, prompt_vocabulary, prompt_warning, unknown_prompt_words
+from studio.model import StudioError, prompt_vocabulary, prompt_warning, unknown_prompt_words
 from studio.project import PROJECT_FILE, SCHEMA_VERSION, read_project, recent_projects
 
 
-class RecordingViewer:
-    def __init__(self) -> None:
-        self.shown, self.times, self.cameras = [], [], []
-
-    def show(self, scene, t):
-        self.shown.append((scene, t))
-
-    def set_time(self, t):
-        self.times.append(t)
-
-    def set_camera(self, preset):
-        if preset not in ("front", "side", "top", "turntable", "reset"):
-            raise ValueError(f"Unknown camera preset '{preset}'.")
-        self.cameras.append(preset)
-
-
-@pytest.fixture
-def make_model(tmp_path, monkeypatch):
-    ensure_jobs_module(monkeypatch)
-    monkeypatch.setenv("FOURD_HOME", str(tmp_path / "home"))
-
-    def make():
-        return StudioModel(viewer=RecordingViewer(), runner=JobRunner(tmp_path / "runs"), registry=REGISTRY)
-
-    return make
-
-
-def finish(model, view, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and view.status != "done":
-        model.poll_jobs()
-        time.sleep(0.02)
-    model.poll_jobs()
-    assert view.status == "done"
-
-
-def test_a_saved_project_reopens_with_its_runs_inputs_and_view(make_model, tmp_path):
-    model = make_model()
+def test_a_saved_project_reopens_with_its_runs_inputs_and_view(make_studio_model, tmp_path):
+    model = make_studio_model()
     model.form.pipeline, model.form.prompt, model.form.seed = "ball", "a red ball bouncing", 7
     image = tmp_path / "elsewhere" / "input.png"
     image.parent.mkdir()
@@ -69,7 +32,7 @@ def test_a_saved_project_reopens_with_its_runs_inputs_and_view(make_model, tmp_p
     assert (folder / "inputs" / "input.png").read_bytes() == image.read_bytes()
     assert not list(folder.glob("*.tmp-*"))
 
-    other = make_model()
+    other = make_studio_model()
     assert other.open_project(folder) == []
     assert other.form.prompt == "a red ball bouncing" and other.form.seed == 7 and other.form.pipeline == "ball"
     assert other.form.inputs["image"] == str(folder / "inputs" / "input.png")
@@ -81,20 +44,20 @@ def test_a_saved_project_reopens_with_its_runs_inputs_and_view(make_model, tmp_p
     assert recent_projects()[0] == folder
 
     # with another runs folder the library still lists the project's run
-    elsewhere = StudioModel(viewer=RecordingViewer(), runner=JobRunner(tmp_path / "other runs"), registry=REGISTRY)
+    elsewhere = make_studio_model(runner=JobRunner(tmp_path / "other runs"))
     elsewhere.open_project(folder)
     runs = elsewhere.library()
     assert [r.run_dir.resolve() for r in runs] == [view.job.run_dir.resolve()]
 
 
-def test_a_project_whose_scene_moved_still_opens_and_says_so(make_model, tmp_path):
-    model = make_model()
+def test_a_project_whose_scene_moved_still_opens_and_says_so(make_studio_model, tmp_path):
+    model = make_studio_model()
     model.form.pipeline, model.form.prompt = "ball", "a ball"
     view = model.generate()
     finish(model, view)
     folder = model.save_project(tmp_path / "p")
     shutil.rmtree(model.scene_source)
-    other = make_model()
+    other = make_studio_model()
     notes = other.open_project(folder)
     assert len(notes) == 1 and other.scene is None and other.form.prompt == "a ball"
 
@@ -106,19 +69,19 @@ def test_a_project_whose_scene_moved_still_opens_and_says_so(make_model, tmp_pat
     ('kind = "fourd-studio-project"\nschema_version = 99\n', "newer fourd studio"),
     ('kind = "fourd-studio-project"\nschema_version = 1\n[view]\nfps = "fast"\n', "wrong type"),
 ])
-def test_a_corrupt_or_foreign_folder_is_one_sentence(make_model, tmp_path, content, words):
+def test_a_corrupt_or_foreign_folder_is_one_sentence(make_studio_model, tmp_path, content, words):
     folder = tmp_path / "bad"
     folder.mkdir()
     if content is not None:
         (folder / PROJECT_FILE).write_text(content)
     with pytest.raises(StudioError, match=words) as err:
-        make_model().open_project(folder)
+        make_studio_model().open_project(folder)
     message = str(err.value)
     assert message.count(". ") == 0 and message.endswith(".") and "\n" not in message
 
 
-def test_save_needs_a_folder_and_new_project_clears(make_model, tmp_path):
-    model = make_model()
+def test_save_needs_a_folder_and_new_project_clears(make_studio_model, tmp_path):
+    model = make_studio_model()
     with pytest.raises(StudioError, match="Save As"):
         model.save_project()
     model.form.prompt = "a cube"
@@ -130,8 +93,8 @@ def test_save_needs_a_folder_and_new_project_clears(make_model, tmp_path):
     assert model.project_folder is None and model.form.prompt == "" and model.scene is None
 
 
-def test_recent_projects_are_most_recent_first_without_duplicates_or_gone_folders(make_model, tmp_path):
-    model = make_model()
+def test_recent_projects_are_most_recent_first_without_duplicates_or_gone_folders(make_studio_model, tmp_path):
+    model = make_studio_model()
     a = model.save_project(tmp_path / "a")
     b = model.save_project(tmp_path / "b")
     model.open_project(a)

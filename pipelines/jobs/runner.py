@@ -144,6 +144,7 @@ class _Worker:
             start_new_session=True,  # Ctrl-C in a terminal reaches the runner, which cancels cleanly
         )
         os.close(write_fd)
+        lower_priority(self.proc.pid, runner.nice)
         self._events = os.fdopen(read_fd, "rb")
         self._thread = threading.Thread(target=self._read, name=f"fourd-worker-{self.proc.pid}", daemon=True)
         self._thread.start()
@@ -174,6 +175,18 @@ class _Worker:
         self.runner._worker_exited(self)
 
 
+def lower_priority(pid: int, nice: int) -> None:
+    """Lower process ``pid``'s CPU priority by ``nice`` (best effort: where the OS refuses, it keeps its own)."""
+    if nice <= 0:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: no setpriority (Windows)
+        os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, pid) + nice)
+    # A worker has its own session. Where Linux shares CPU time between sessions first (autogroup),
+    # only its session's nice value weighs against the window's process, so that one is lowered too.
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+
+
 class JobRunner:
     """Runs jobs in worker processes, ``max_parallel`` at a time, in submission order.
 
@@ -184,13 +197,16 @@ class JobRunner:
         cancel_grace_s: how long a cancelled job may take to checkpoint before it is killed.
         checkpoint_every_steps, checkpoint_every_s: when pipelines checkpoint (whichever first).
         device: "cpu" / "cuda" for the pipelines; default: CUDA when present.
+        nice: how much lower than the caller's the workers' CPU priority is (0: the same). A window
+            that runs jobs passes 10, so a fit takes the CPU its event loop leaves and never the reverse.
     """
 
     def __init__(self, runs_root: Path | None = None, max_parallel: int = 1, *, warm_workers: int = 1,
                  cancel_grace_s: float = 30.0, checkpoint_every_steps: int | None = 100,
-                 checkpoint_every_s: float | None = 60.0, device: str | None = None) -> None:
+                 checkpoint_every_s: float | None = 60.0, device: str | None = None, nice: int = 0) -> None:
         from pipelines.paths import runs_dir
 
+        self.nice = max(0, int(nice))
         self.runs_root = Path(runs_root) if runs_root is not None else runs_dir()
         self.max_parallel = max(1, max_parallel)
         self.warm_workers = max(0, min(1, warm_workers))
