@@ -71,8 +71,28 @@ def test_decoder_shapes_and_g1_g2_split():
     z = model.latent(ids)
     assert z.shape == (2, *model.latent_shape()) == (2, 16, 8, 8, 8)
     torch.testing.assert_close(model.decode_latent(z), grid)
+    with pytest.raises(ValueError, match="does not end in a ReLU"):  # attention at the latent level: signed already
+        training_latents(model, before_relu=True)
     scene = model.scene(grid[0])
     assert isinstance(scene, VoxelScene) and scene.resolution == (16, 16, 16)
+
+
+def test_latents_before_the_relu_are_signed_and_decode_to_the_same_volume():
+    model = Autodecoder(AutodecoderConfig(num_objects=4)).eval()
+    after = model.latent(torch.arange(4))
+    before = model.latent(torch.arange(4), before_relu=True)
+    assert (after == 0).float().mean() > 0.3 and (before < 0).float().mean() > 0.3
+    torch.testing.assert_close(before.relu(), after)
+    # after the ReLU a quarter of the features or more sit on the point mass at 0, so the robust statistics
+    # of Sec. 3.3 see a one-sided distribution; before it the normalised features are signed around 0
+    assert float(torch.quantile(after.flatten(), 0.25)) == 0
+    norm, z = training_latents(model, before_relu=True)
+    assert 0.3 < float((z < 0).float().mean()) < 0.7
+    edm = EDM(LatentUNet3d(DiffusionConfig(channels=8, latent_before_relu=True), *model.latent_shape()[:2]))
+    grids = torch.stack([s.grid[0] for s in sample_scenes(model, edm, norm, 2, steps=2,
+                                                          generator=torch.Generator().manual_seed(0))])
+    z = edm.sample((2, *model.latent_shape()), steps=2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(grids, model.decode_latent(norm.denormalize(z).relu()))
 
 
 # -------------------------------------------------------------------- training

@@ -160,7 +160,7 @@ def train_diffusion_stage(args) -> int:
     seeds = split_seeds("train", model.config.num_objects)
     captions = [grammar.sample_spec(s).caption() for s in seeds]
     conditions = caption_conditions(captions, config)
-    norm, z = training_latents(model)
+    norm, z = training_latents(model, before_relu=config.latent_before_relu)
     torch.manual_seed(0)
     edm = EDM(LatentUNet3d(config, *model.latent_shape()[:2]))
     ckpt_dir = run_dir / "latent-diffusion"

@@ -64,6 +64,8 @@ class DiffusionConfig(Config):
         "help": "caption attributes parsed by the world grammar, each a learned embedding (of ATTRIBUTES)"})
     guidance: float = field(default=3.0, metadata={"help": "classifier-free guidance weight (paper: 3)"})
     cond_dropout: float = field(default=0.1, metadata={"help": "training drop rate of the condition (CFG)"})
+    latent_before_relu: bool = field(default=False, metadata={
+        "help": "diffuse the latent level's features before its final ReLU (decoding applies it)"})
     attribute_dropout: float = field(default=0.1, metadata={
         "help": "training drop rate of each attribute alone (prompts that name only some attributes)"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (paper: 4.5e-5)"})

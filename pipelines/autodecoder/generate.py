@@ -28,12 +28,23 @@ BUNDLE_FORMAT = "fourd-autodecoder-1"
 
 
 @torch.no_grad()
-def training_latents(model: Autodecoder, per_channel: bool = False) -> tuple[RobustNormalizer, Tensor]:
+def training_latents(model: Autodecoder, per_channel: bool = False,
+                     before_relu: bool = False) -> tuple[RobustNormalizer, Tensor]:
     """G_1 latents of every training embedding at ``latent_level``, the normaliser fitted over all of them,
-    and the normalised latents ``[N, C, R, R, R]``."""
+    and the normalised latents ``[N, C, R, R, R]``.
+
+    ``before_relu`` takes the features before the level's final ReLU. After it, half of them are exactly 0:
+    the median sits on that point mass, so Sec. 3.3's robust normalisation centres a one-sided distribution
+    and the diffusion model must hit exact zeros; before it they are the signed, bell-shaped features of
+    Fig. 9, and sampling errors where the ReLU will cut are harmless."""
+    level = model.config.latent_level
+    if before_relu and (level == 0 or model.levels[level - 1].attention is not None):
+        raise ValueError(f"the autodecoder's latent level {level} does not end in a ReLU; set "
+                         "latent_before_relu=false.")
     model.eval()
     device = next(model.parameters()).device
-    latents = torch.cat([model.latent(ids) for ids in torch.arange(model.config.num_objects, device=device).split(16)])
+    ids = torch.arange(model.config.num_objects, device=device).split(16)
+    latents = torch.cat([model.latent(i, before_relu=before_relu) for i in ids])
     norm = RobustNormalizer.fit(latents, per_channel=per_channel)
     return norm, norm.normalize(latents)
 
@@ -97,7 +108,8 @@ def sample_scenes(model: Autodecoder, edm: EDM, norm: RobustNormalizer, count: i
             count = len(condition)
     z = edm.sample((count, *model.latent_shape()), labels, tokens, attributes=attributes, guidance=guidance,
                    steps=steps, generator=generator)
-    grids = model.decode_latent(norm.denormalize(z))
+    latent = norm.denormalize(z)
+    grids = model.decode_latent(latent.relu() if edm.config.latent_before_relu else latent)
     return [model.scene(g.detach()).detach() for g in grids]
 
 
