@@ -32,7 +32,7 @@ def _model():
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    from pipelines.autodecoder.diffusion import tokenize
+    from pipelines.autodecoder.diffusion import caption_conditions
     from pipelines.autodecoder.generate import sample_scenes
     from pipelines.autodecoder.pipeline import TextTo3DConfig
     from pipelines.autodecoder.train import ObjectViews, reconstruction_loss
@@ -41,13 +41,11 @@ def main() -> None:
     model, norm, edm, source = _model()
     print(f"weights: {source}")
     steps = TextTo3DConfig().steps
-    tokens = tokenize(["a red cube"], edm.config.vocab_size, edm.config.context_length) if edm.config.vocab_size \
-        else None
-    labels = torch.tensor([1]) if edm.config.num_classes else None
+    conditions = caption_conditions(["a red cube"], edm.config)
     camera = orbit_cameras(2.7, 20.0, torch.tensor([30.0]), 40.0, 256, 256)
 
     def generate():
-        scene = sample_scenes(model, edm, norm, labels=labels, tokens=tokens, steps=steps,
+        scene = sample_scenes(model, edm, norm, **conditions, steps=steps,
                               generator=torch.Generator().manual_seed(0))[0]
         with torch.no_grad():
             return scene.render(camera, 0.0)
@@ -75,11 +73,10 @@ def main() -> None:
     latents = torch.randn(edm.config.batch_size, *model.latent_shape())
     edm.train()
     eopt = torch.optim.Adam(edm.parameters(), lr=1e-6)
-    lab = torch.zeros(len(latents), dtype=torch.long) if edm.config.num_classes else None
-    tok = tokens.expand(len(latents), -1) if tokens is not None else None
+    batch = {k: None if v is None else v.expand(len(latents), *v.shape[1:]) for k, v in conditions.items()}
 
     def edm_step():
-        loss = edm.loss(latents, lab, tok)
+        loss = edm.loss(latents, **batch)
         eopt.zero_grad()
         loss.backward()
         eopt.step()

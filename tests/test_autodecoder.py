@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from pipelines.autodecoder.diffusion import EDM, DiffusionConfig, LatentUNet3d, tokenize
+from pipelines.autodecoder.diffusion import (
+    ATTRIBUTES,
+    EDM,
+    DiffusionConfig,
+    LatentUNet3d,
+    caption_conditions,
+    parse_attributes,
+    tokenize,
+)
 from pipelines.autodecoder.generate import load_bundle, sample_scenes, save_bundle, train_diffusion, training_latents
 from pipelines.autodecoder.model import Autodecoder, AutodecoderConfig, ObjectEmbedding, hash_indices
 from pipelines.autodecoder.normalize import RobustNormalizer
@@ -63,8 +71,29 @@ def test_decoder_shapes_and_g1_g2_split():
     z = model.latent(ids)
     assert z.shape == (2, *model.latent_shape()) == (2, 16, 8, 8, 8)
     torch.testing.assert_close(model.decode_latent(z), grid)
+    with pytest.raises(ValueError, match="does not end in a ReLU"):  # attention at the latent level: signed already
+        training_latents(model, before_relu=True)
     scene = model.scene(grid[0])
     assert isinstance(scene, VoxelScene) and scene.resolution == (16, 16, 16)
+
+
+def test_latents_before_the_relu_are_signed_and_decode_to_the_same_volume():
+    model = Autodecoder(AutodecoderConfig(num_objects=4)).eval()
+    with torch.no_grad():
+        after = model.latent(torch.arange(4))
+        before = model.latent(torch.arange(4), before_relu=True)
+    assert (after == 0).float().mean() > 0.3 and (before < 0).float().mean() > 0.3
+    torch.testing.assert_close(before.relu(), after)
+    # after the ReLU a quarter of the features or more sit on the point mass at 0, so the robust statistics
+    # of Sec. 3.3 see a one-sided distribution; before it the normalised features are signed around 0
+    assert float(torch.quantile(after.flatten(), 0.25)) == 0
+    norm, z = training_latents(model, before_relu=True)
+    assert 0.3 < float((z < 0).float().mean()) < 0.7
+    edm = EDM(LatentUNet3d(DiffusionConfig(channels=8, latent_before_relu=True), *model.latent_shape()[:2]))
+    grids = torch.stack([s.grid[0] for s in sample_scenes(model, edm, norm, 2, steps=2,
+                                                          generator=torch.Generator().manual_seed(0))])
+    z = edm.sample((2, *model.latent_shape()), steps=2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(grids, model.decode_latent(norm.denormalize(z).relu()))
 
 
 # -------------------------------------------------------------------- training
@@ -187,11 +216,10 @@ def test_end_to_end_train_normalise_sample_and_bundle_round_trip(views, tmp_path
     assert VoxelScene.load(tmp_path / "scene").resolution == (16, 16, 16)
 
     # the registered text-to-3d pipeline samples from the bundle through the job runner
-    from pipelines.autodecoder.pipeline import prompt_class
     from pipelines.jobs import JobRunner, JobSpec
     from renderers.scene import load_scene
 
-    assert prompt_class("a big red Cube, spinning") == 1 and prompt_class("a teapot") is None
+    assert caption_conditions(["a big red Cube, spinning", "a teapot"], edm.config)["labels"].tolist() == [1, -1]
     with JobRunner(tmp_path / "runs", device="cpu") as runner:
         job = runner.submit(JobSpec.create("text-to-3d", "preview", inputs={"prompt": "a red cube"},
                                            overrides={"bundle": str(path), "steps": 3}))
@@ -230,7 +258,7 @@ def test_train_commands_resume_and_write_a_bundle_text_to_3d_can_use(tmp_path, c
     record = json.loads((run / "latent-diffusion.json").read_text())
     assert record["step"] == 3 and 0 <= record["samples"]["shape_accuracy"] <= 1
     model, norm, edm = load_bundle(bundle)
-    assert edm is not None and edm.config.num_classes == 7 and model.config.num_objects == 3
+    assert edm is not None and edm.config.attributes == ATTRIBUTES and model.config.num_objects == 3
 
 
 def test_latent_diffusion_without_stage_one_is_one_sentence(tmp_path, capsys):
@@ -238,3 +266,99 @@ def test_latent_diffusion_without_stage_one_is_one_sentence(tmp_path, capsys):
 
     assert main(["train", "latent-diffusion", "--out", str(tmp_path / "empty")]) == 2
     assert "run `fourd train autodecoder" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------- caption attributes
+def test_parsed_attributes_read_synonyms_and_ignore_unknown_words():
+    rows = parse_attributes(["a small glossy crimson ball", "a big chalky tube that spins", "a teapot", ""],
+                            ATTRIBUTES).tolist()
+    assert rows[0] == [0, 0, 0, 1]  # sphere, red, small, glossy
+    assert rows[1] == [4, -1, 2, 0]  # cylinder, no colour named, large, matte
+    assert rows[2] == rows[3] == [-1, -1, -1, -1]
+    # a named object without a size word is medium-sized, as the world's captions leave "medium" out
+    assert parse_attributes(["a glossy teal torus spinning"], ("size",)).tolist() == [[1]]
+    with pytest.raises(ValueError, match="unknown attribute 'motion'"):
+        DiffusionConfig(attributes=("motion",))
+
+
+def test_attributes_reach_the_denoiser_and_only_the_colour_word_matters():
+    torch.manual_seed(0)
+    cfg = DiffusionConfig(channels=8, attributes=ATTRIBUTES)  # attributes only: no hashed words
+    edm = EDM(LatentUNet3d(cfg, 4, 4)).eval()
+    for p in edm.net.parameters():  # zero-initialised layers (output, second convs) would hide every condition
+        if not p.any():
+            torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(1, 4, 4, 4, 4).expand(4, -1, -1, -1, -1)
+    conditions = caption_conditions(["a red cube", "a crimson cube", "a blue cube", "a red cube on a teapot"], cfg)
+    assert conditions["labels"] is None and conditions["tokens"] is None
+    attributes = conditions["attributes"]
+    assert attributes[0].tolist() == attributes[1].tolist() == attributes[3].tolist()
+    assert attributes[2, 1] != attributes[0, 1] and attributes[2, 0] == attributes[0, 0]
+    with torch.no_grad():
+        out = edm.denoise(x, torch.tensor(1.0), **conditions)
+        uncond = edm.denoise(x[:1], torch.tensor(1.0))
+    torch.testing.assert_close(out[1], out[0])  # a synonym is the same condition
+    torch.testing.assert_close(out[3], out[0])  # an unknown word changes nothing (no hashed words here)
+    assert (out[2] - out[0]).abs().max() > 1e-3  # the colour word does
+    assert (uncond[0] - out[0]).abs().max() > 1e-3
+
+
+def test_factorised_attributes_give_one_colour_vector_for_every_shape():
+    # what lets a colour seen on a few shapes carry over to the others: "blue" minus "red" is the same
+    # conditioning offset on a sphere as on a cube, including combinations never trained together
+    cfg = DiffusionConfig(channels=8, attributes=ATTRIBUTES)
+    net = LatentUNet3d(cfg, 4, 4)
+    captions = ["a matte red cube", "a matte blue cube", "a matte red sphere", "a matte blue sphere"]
+    emb = net.condition_embedding(None, caption_conditions(captions, cfg)["attributes"], 4, "cpu")
+    torch.testing.assert_close(emb[1] - emb[0], emb[3] - emb[2])
+    assert (emb[1] - emb[0]).abs().max() > 0.1 and (emb[2] - emb[0]).abs().max() > 0.1
+    none = net.condition_embedding(None, None, 1, "cpu")[0]
+    torch.testing.assert_close(none, sum(table.weight[-1] for table in net.attribute_emb))
+
+
+def test_a_bundle_from_before_attributes_still_loads_and_samples(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    model = Autodecoder(AutodecoderConfig(num_objects=2, max_channels=16)).eval()
+    norm, _ = training_latents(model)
+    edm = EDM(LatentUNet3d(DiffusionConfig(num_classes=7, vocab_size=32, context_dim=16, context_length=8),
+                           *model.latent_shape()[:2]))
+    path = save_bundle(tmp_path / "new.safetensors", model, norm, edm)
+    with safe_open(str(path), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    old_config = json.loads(meta["diffusion"])
+    for key in ("attributes", "attribute_dropout"):  # the keys the first bundle (fourd-autodecoder-1) lacked
+        del old_config[key]
+    save_file(state, str(tmp_path / "old.safetensors"), metadata=meta | {"diffusion": json.dumps(old_config)})
+    _, _, old = load_bundle(tmp_path / "old.safetensors")
+    assert old.config.attributes == () and old.config.num_classes == 7
+    conditions = caption_conditions(["a red cube"], old.config)
+    assert conditions["attributes"] is None and conditions["labels"].tolist() == [1]
+    scenes = sample_scenes(model, old, norm, **conditions, steps=2)
+    assert len(scenes) == 1 and scenes[0].resolution == (16, 16, 16)
+
+
+def test_warm_start_from_a_class_conditional_bundle_begins_as_it_did():
+    from pipelines.autodecoder.generate import warm_start
+
+    torch.manual_seed(0)
+    old = EDM(LatentUNet3d(DiffusionConfig(channels=8, num_classes=7, vocab_size=32, context_dim=16,
+                                           context_length=8), 4, 4)).eval()
+    for p in old.net.parameters():  # a trained model has no zero layers
+        if not p.any():
+            torch.nn.init.normal_(p, std=0.1)
+    new = EDM(LatentUNet3d(DiffusionConfig(channels=8, vocab_size=32, context_dim=16, context_length=8,
+                                           attributes=ATTRIBUTES), 4, 4)).eval()
+    fresh = warm_start(new, old)
+    assert sorted(fresh) == [f"attribute_emb.{i}.weight" for i in (1, 2, 3)]  # the shape table is the class table
+    captions = ["a small matte red cube", "a blue torus", "a teapot"]
+    x = torch.randn(3, 4, 4, 4, 4)
+    with torch.no_grad():
+        before = old.denoise(x, torch.tensor(2.0), **caption_conditions(captions, old.config))
+        after = new.denoise(x, torch.tensor(2.0), **caption_conditions(captions, new.config))
+    torch.testing.assert_close(after, before)
+    with pytest.raises(ValueError, match="another shape"):
+        warm_start(EDM(LatentUNet3d(new.config, 8, 4)), old)

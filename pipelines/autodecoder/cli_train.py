@@ -1,15 +1,18 @@
 """`fourd train autodecoder` and `fourd train latent-diffusion`: the two stages of the text-to-3D model.
 
     fourd train autodecoder --out RUN [--preset preview] [--set num_objects=256] [--stop-after N]
-    fourd train latent-diffusion --out RUN [--set steps=4000] [--install] [--export BUNDLE]
+    fourd train latent-diffusion --out RUN [--set steps=4000] [--install] [--export BUNDLE] [--from BUNDLE]
 
 Stage 1 fits the autodecoder to multi-view renders of procedural-world objects (views 0-3 of each object;
 views 4 and 5 are held out and give the reconstruction PSNR). Stage 2 reads stage 1's newest checkpoint
 from the same run folder, fits the robust normaliser over every training latent and trains the EDM latent
-diffusion model, conditioned on the world's shape class and on the caption's words; it writes
+diffusion model, conditioned on the caption's words and on the attributes the world grammar parses from it
+(shape, colour, size, material); it writes
 ``RUN/bundle.safetensors`` (both networks + the normaliser), which ``--install`` copies to where
-``fourd generate text-to-3d`` looks, and ``--export`` anywhere (e.g. the bundled asset). Both stages resume
-from their newest checkpoint; figures go to ``RUN/autodecoder.json`` and ``RUN/latent-diffusion.json``.
+``fourd generate text-to-3d`` looks, and ``--export`` anywhere (e.g. the bundled asset). ``--from BUNDLE``
+takes stage 1 from a bundle instead of RUN and fine-tunes that bundle's diffusion weights (new conditioning
+tables start at zero). Both stages resume from their newest checkpoint; figures go to ``RUN/autodecoder.json``
+and ``RUN/latent-diffusion.json``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import time
 from pathlib import Path
 
 TRAIN_VIEWS, HELD_OUT_VIEWS = (0, 1, 2, 3), (4, 5)
-# The diffusion stage's conditioning unless the user overrides it: shape classes and hashed caption words.
-DIFFUSION_DEFAULTS = {"num_classes": 7, "vocab_size": 512, "context_length": 12}
+# The diffusion stage's conditioning unless the user overrides it: hashed caption words and the caption's
+# parsed attributes (the shape attribute takes the place of the class label the first bundle used).
+DIFFUSION_DEFAULTS = {"num_classes": 0, "vocab_size": 512, "context_length": 12,
+                      "attributes": ("shape", "colour", "size", "material")}
 
 
 def add_parsers(models) -> None:
@@ -41,6 +46,8 @@ def add_parsers(models) -> None:
         else:
             p.add_argument("--install", action="store_true", help="copy the bundle to where text-to-3d looks")
             p.add_argument("--export", type=Path, default=None, help="also copy the bundle to this file")
+            p.add_argument("--from", dest="from_bundle", type=Path, default=None, metavar="BUNDLE",
+                           help="stage 1 from this bundle, and start from its diffusion weights (fine-tuning)")
             p.add_argument("--evaluate", type=int, default=24, metavar="N",
                            help="judge N samples of held-out test captions with the world classifier (0: skip)")
 
@@ -135,27 +142,36 @@ def load_stage1(run_dir: Path):
 def train_diffusion_stage(args) -> int:
     import torch
 
-    from pipelines.autodecoder.diffusion import EDM, DiffusionConfig, LatentUNet3d, tokenize
-    from pipelines.autodecoder.generate import save_bundle, train_diffusion, training_latents
+    from pipelines.autodecoder.diffusion import EDM, DiffusionConfig, LatentUNet3d, caption_conditions
+    from pipelines.autodecoder.generate import load_bundle, save_bundle, train_diffusion, training_latents, warm_start
+    from pipelines.checkpoints import latest_checkpoint
     from pipelines.config import parse_overrides
     from pipelines.world import grammar
     from pipelines.world.datasets import split_seeds
 
     run_dir = args.out
-    model, ad_step = load_stage1(run_dir)
+    previous = None
+    if args.from_bundle is not None:
+        model, _, previous = load_bundle(args.from_bundle)
+        ad_step = f"from {args.from_bundle.name}"
+    else:
+        model, ad_step = load_stage1(run_dir)
     config = DiffusionConfig.preset(args.preset).override({**DIFFUSION_DEFAULTS, **parse_overrides(args.set)})
     seeds = split_seeds("train", model.config.num_objects)
-    specs = [grammar.sample_spec(s) for s in seeds]
-    captions = [s.caption() for s in specs]
-    labels = torch.tensor([s.labels()["shape"] for s in specs]) if config.num_classes else None
-    tokens = tokenize(captions, config.vocab_size, config.context_length) if config.vocab_size else None
-    norm, z = training_latents(model)
+    captions = [grammar.sample_spec(s).caption() for s in seeds]
+    conditions = caption_conditions(captions, config)
+    norm, z = training_latents(model, before_relu=config.latent_before_relu)
     torch.manual_seed(0)
     edm = EDM(LatentUNet3d(config, *model.latent_shape()[:2]))
+    ckpt_dir = run_dir / "latent-diffusion"
+    # a bundle without a diffusion model still gives stage 1; stage 2 then trains from scratch
+    if previous is not None and (not ckpt_dir.is_dir() or latest_checkpoint(ckpt_dir) is None):
+        fresh = warm_start(edm, previous)
+        print(f"starting from the diffusion weights of {args.from_bundle} ({len(fresh)} new tensors)", flush=True)
     print(f"latent diffusion: {len(z)} latents of shape {tuple(z.shape[1:])} (autodecoder step {ad_step}), "
           f"{sum(p.numel() for p in edm.parameters()) / 1e6:.2f} M parameters", flush=True)
     t0 = time.perf_counter()
-    done = train_diffusion(edm, z, labels, tokens, checkpoint_dir=run_dir / "latent-diffusion",
+    done = train_diffusion(edm, z, **conditions, checkpoint_dir=ckpt_dir,
                            stop_after=args.stop_after, on_step=_progress("latent diffusion", config.steps, 0))
     seconds = time.perf_counter() - t0
     bundle = save_bundle(run_dir / "bundle.safetensors", model, norm, edm)
@@ -179,11 +195,11 @@ def _installed_bundle() -> Path:
     return models_dir() / BUNDLE_NAME
 
 
-def evaluate_samples(bundle: Path, count: int, steps: int = 18, seed: int = 0) -> dict:
+def evaluate_samples(bundle: Path, count: int, steps: int = 18, seed: int = 0, guidance: float | None = None) -> dict:
     """Shape and colour accuracy of samples for ``count`` test-split captions, by the world's classifier."""
     import torch
 
-    from pipelines.autodecoder.diffusion import tokenize
+    from pipelines.autodecoder.diffusion import caption_conditions
     from pipelines.autodecoder.generate import load_bundle, sample_scenes
     from pipelines.world import grammar
     from pipelines.world.classifier import load_classifier, prompt_accuracy
@@ -193,10 +209,8 @@ def evaluate_samples(bundle: Path, count: int, steps: int = 18, seed: int = 0) -
     classifier = load_classifier()
     specs = [grammar.sample_spec(s) for s in split_seeds("test", count)]
     prompts = [s.caption() for s in specs]
-    labels = torch.tensor([s.labels()["shape"] for s in specs]) if edm.config.num_classes else None
-    tokens = tokenize(prompts, edm.config.vocab_size, edm.config.context_length) if edm.config.vocab_size else None
-    scenes = sample_scenes(model, edm, norm, labels=labels, tokens=tokens, steps=steps,
-                           generator=torch.Generator().manual_seed(seed))
+    scenes = sample_scenes(model, edm, norm, **caption_conditions(prompts, edm.config), guidance=guidance,
+                           steps=steps, generator=torch.Generator().manual_seed(seed))
     hits = {"shape": [], "colour": []}
     for scene, prompt in zip(scenes, prompts):
         result = prompt_accuracy(scene, prompt, classifier)

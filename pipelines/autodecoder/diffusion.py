@@ -10,7 +10,11 @@ Preconditioning (EDM Table 1): D(x; s) = c_skip x + c_out F(c_in x; c_noise) wit
 c_skip = sd^2 / (s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2), c_in = 1 / sqrt(s^2 + sd^2), c_noise = ln(s) / 4.
 
 Text: the paper embeds captions with T5-11B (32 tokens x 1024); offline we hash words into a learned token
-table (:func:`tokenize`), which suffices for the procedural world's template captions.
+table (:func:`tokenize`). A hashed word is only an id: "crimson" and "red" share nothing, and a colour seen on
+few shapes does not carry over to others. So the caption is also parsed by the world grammar into its
+attributes (shape, colour, size, material; synonyms included), each with its own learned embedding added to
+the time embedding (:func:`parse_attributes`) - a factorised stand-in for what T5 knows about words. All
+conditions of a caption come from :func:`caption_conditions`.
 """
 
 from __future__ import annotations
@@ -56,8 +60,14 @@ class DiffusionConfig(Config):
     sigma_max: float = field(default=80.0, metadata={"help": "sampler's largest noise level"})
     rho: float = field(default=7.0, metadata={"help": "EDM time-step exponent"})
     sample_steps: int = field(default=18, metadata={"help": "Heun steps"})
+    attributes: tuple[str, ...] = field(default=(), metadata={
+        "help": "caption attributes parsed by the world grammar, each a learned embedding (of ATTRIBUTES)"})
     guidance: float = field(default=3.0, metadata={"help": "classifier-free guidance weight (paper: 3)"})
     cond_dropout: float = field(default=0.1, metadata={"help": "training drop rate of the condition (CFG)"})
+    latent_before_relu: bool = field(default=False, metadata={
+        "help": "diffuse the latent level's features before its final ReLU (decoding applies it)"})
+    attribute_dropout: float = field(default=0.1, metadata={
+        "help": "training drop rate of each attribute alone (prompts that name only some attributes)"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (paper: 4.5e-5)"})
     steps: int = field(default=500, metadata={"help": "training steps"})
     batch_size: int = field(default=8, metadata={"help": "latents per step"})
@@ -68,9 +78,54 @@ class DiffusionConfig(Config):
                 raise ValueError(f"'{name}' must be at least 1")
         if not self.channel_mult:
             raise ValueError("'channel_mult' needs at least one level")
+        unknown = [a for a in self.attributes if a not in ATTRIBUTES]
+        if unknown:
+            raise ValueError(f"unknown attribute '{unknown[0]}' (choose from: {', '.join(ATTRIBUTES)})")
 
 
 # -------------------------------------------------------------------- text tokens
+def attribute_values() -> dict[str, tuple[str, ...]]:
+    from pipelines.world.grammar import COLOURS, MATERIALS, SHAPES, SIZES
+
+    return {"shape": SHAPES, "colour": COLOURS, "size": SIZES, "material": MATERIALS}
+
+
+# Static attributes a caption can name (motion is not: the autodecoder's objects do not move).
+ATTRIBUTES = ("shape", "colour", "size", "material")
+
+
+def parse_attributes(captions: list[str], names: tuple[str, ...]) -> Tensor:
+    """Value index of each attribute in ``names`` that each caption names, ``[B, len(names)]``, -1 where it
+    names none; read by :func:`pipelines.world.grammar.attributes_from_text` (so "a crimson ball" is red sphere).
+    The grammar's unnamed size is "medium" (captions leave it out), so size falls back to medium."""
+    from pipelines.world.grammar import attributes_from_text
+
+    values = attribute_values()
+    out = torch.full((len(captions), len(names)), -1, dtype=torch.long)
+    for i, caption in enumerate(captions):
+        found = attributes_from_text(caption)
+        if "shape" in found:  # a named object without a size word is medium-sized, as the world's captions say
+            found.setdefault("size", "medium")
+        for j, name in enumerate(names):
+            if name in found:
+                out[i, j] = values[name].index(found[name])
+    return out
+
+
+def caption_conditions(captions: list[str], config: DiffusionConfig) -> dict[str, Tensor | None]:
+    """Every condition ``config`` was trained with, for ``captions``: ``labels`` (the shape class, -1 = none),
+    hashed ``tokens`` and parsed ``attributes``; None for those it does not use. Training, evaluation and the
+    text-to-3d pipeline all build conditions here."""
+    labels = tokens = attributes = None
+    if config.num_classes:
+        labels = parse_attributes(captions, ("shape",))[:, 0]
+    if config.vocab_size:
+        tokens = tokenize(captions, config.vocab_size, config.context_length)
+    if config.attributes:
+        attributes = parse_attributes(captions, config.attributes)
+    return {"labels": labels, "tokens": tokens, "attributes": attributes}
+
+
 def tokenize(captions: list[str], vocab_size: int, length: int) -> Tensor:
     """Word ids ``[B, length]`` by CRC32 hashing into ``1 .. vocab_size - 1``; 0 pads (trim / zero-pad, as
     the paper fixes T5 sequences to 32)."""
@@ -145,6 +200,10 @@ class LatentUNet3d(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # one extra row: the "no class" embedding used for unconditional / dropped samples (CFG)
         self.class_emb = nn.Embedding(config.num_classes + 1, emb_dim) if config.num_classes else None
+        # one table per parsed attribute, likewise with a last "not named" row: added to the time embedding so a
+        # colour is one vector whatever the shape (colour generalises across shapes)
+        values = attribute_values()
+        self.attribute_emb = nn.ModuleList([nn.Embedding(len(values[a]) + 1, emb_dim) for a in config.attributes])
         ctx = None
         if config.vocab_size:
             self.token_emb = nn.Embedding(config.vocab_size, config.context_dim)
@@ -195,17 +254,28 @@ class LatentUNet3d(nn.Module):
         ctx = torch.cat([self.null_token.expand(batch, -1, -1), emb], 1)
         return ctx + self.token_pos[:, :ctx.shape[1]]
 
+    def condition_embedding(self, labels: Tensor | None, attributes: Tensor | None, batch: int, device) -> Tensor:
+        """The class and attribute embeddings added to the time embedding, ``[B, 4 * channels]``: a sum of one
+        vector per named value ("none" rows for -1 / None), so a colour adds the same vector to every shape."""
+        emb = torch.zeros(batch, 4 * self.config.channels, device=device)
+        if self.class_emb is not None:
+            if labels is None:
+                labels = torch.full((batch,), -1, dtype=torch.long, device=device)
+            emb = emb + self.class_emb(torch.where(labels < 0, self.config.num_classes, labels))
+        for j, table in enumerate(self.attribute_emb):
+            none = table.num_embeddings - 1
+            a = torch.full((batch,), none, device=device) if attributes is None else attributes[:, j]
+            emb = emb + table(torch.where(a < 0, none, a))
+        return emb
+
     def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor | None = None,
-                tokens: Tensor | None = None) -> Tensor:
+                tokens: Tensor | None = None, attributes: Tensor | None = None) -> Tensor:
         B = x.shape[0]
         half = self.config.channels // 2
         freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=x.device) / half)
         angles = c_noise.reshape(-1, 1).float() * 1000 * freqs[None]  # c_noise = ln(s)/4 is O(1): spread it
         emb = self.time_mlp(torch.cat([angles.cos(), angles.sin()], 1).expand(B, -1))
-        if self.class_emb is not None:
-            if labels is None:
-                labels = torch.full((B,), -1, dtype=torch.long, device=x.device)
-            emb = emb + self.class_emb(torch.where(labels < 0, self.config.num_classes, labels))
+        emb = emb + self.condition_embedding(labels, attributes, B, x.device)
         ctx = self.context(tokens, B, x.device)
         h = self.input(x)
         skips = []
@@ -246,30 +316,32 @@ class EDM(nn.Module):
         c_in = 1 / (sigma**2 + sd**2).sqrt()
         return c_skip, c_out, c_in, sigma.log() / 4
 
-    def denoise(self, x: Tensor, sigma: Tensor, labels: Tensor | None = None, tokens: Tensor | None = None) -> Tensor:
+    def denoise(self, x: Tensor, sigma: Tensor, labels: Tensor | None = None, tokens: Tensor | None = None,
+                attributes: Tensor | None = None) -> Tensor:
         """D_theta(x; sigma) ``[B, C, R, R, R]`` (sigma ``[B]`` or scalar)."""
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
         c_skip, c_out, c_in, c_noise = (c.reshape(-1, 1, 1, 1, 1) for c in self.coefficients(sigma))
-        return c_skip * x + c_out * self.net(c_in * x, c_noise.reshape(-1), labels, tokens)
+        return c_skip * x + c_out * self.net(c_in * x, c_noise.reshape(-1), labels, tokens, attributes)
 
     def guided(self, x: Tensor, sigma: Tensor, labels: Tensor | None, tokens: Tensor | None,
-               guidance: float) -> Tensor:
-        """Classifier-free guidance: D_u + w (D_c - D_u); w = 1 is plain conditional, no condition skips it."""
-        if (labels is None and tokens is None) or guidance == 1.0:
-            return self.denoise(x, sigma, labels, tokens)
+               guidance: float, attributes: Tensor | None = None) -> Tensor:
+        """Classifier-free guidance: D_u + w (D_c - D_u); w = 1 is plain conditional, no condition skips it.
+        D_u drops every condition at once, as training's ``cond_dropout`` does."""
+        conditions = (labels, tokens, attributes)
+        if all(c is None for c in conditions) or guidance == 1.0:
+            return self.denoise(x, sigma, labels, tokens, attributes)
         B = x.shape[0]
-        none_labels = None if labels is None else torch.full_like(labels, -1)
-        none_tokens = None if tokens is None else torch.zeros_like(tokens)
+        none = (lambda c: torch.full_like(c, -1), torch.zeros_like, lambda c: torch.full_like(c, -1))
         both = self.denoise(torch.cat([x, x]), sigma,
-                            None if labels is None else torch.cat([labels, none_labels]),
-                            None if tokens is None else torch.cat([tokens, none_tokens]))
+                            *(None if c is None else torch.cat([c, drop(c)]) for c, drop in zip(conditions, none)))
         cond, uncond = both[:B], both[B:]
         return uncond + guidance * (cond - uncond)
 
     def loss(self, y: Tensor, labels: Tensor | None = None, tokens: Tensor | None = None,
-             generator: torch.Generator | None = None) -> Tensor:
+             generator: torch.Generator | None = None, attributes: Tensor | None = None) -> Tensor:
         """EDM training loss on clean (normalised) latents ``y``: ln sigma ~ N(P_mean, P_std^2), weight
-        lambda = (s^2 + sd^2) / (s sd)^2; conditions are dropped with ``cond_dropout`` for CFG."""
+        lambda = (s^2 + sd^2) / (s sd)^2; all conditions are dropped together with ``cond_dropout`` (the
+        unconditional model of CFG) and each attribute alone with ``attribute_dropout``."""
         cfg = self.config
         B = y.shape[0]
         rnd = torch.randn(B, generator=generator).to(y)
@@ -281,7 +353,10 @@ class EDM(nn.Module):
             labels = torch.where(drop, torch.full_like(labels, -1), labels)
         if tokens is not None:
             tokens = torch.where(drop[:, None], torch.zeros_like(tokens), tokens)
-        denoised = self.denoise(y + noise, sigma, labels, tokens)
+        if attributes is not None:
+            alone = torch.rand(attributes.shape, generator=generator).to(y.device) < cfg.attribute_dropout
+            attributes = torch.where(drop[:, None] | alone, torch.full_like(attributes, -1), attributes)
+        denoised = self.denoise(y + noise, sigma, labels, tokens, attributes)
         return (weight.reshape(-1, 1, 1, 1, 1) * (denoised - y) ** 2).mean()
 
     def sigmas(self, steps: int | None = None) -> Tensor:
@@ -295,7 +370,7 @@ class EDM(nn.Module):
 
     @torch.no_grad()
     def sample(self, shape: tuple[int, ...], labels: Tensor | None = None, tokens: Tensor | None = None, *,
-               guidance: float | None = None, steps: int | None = None,
+               attributes: Tensor | None = None, guidance: float | None = None, steps: int | None = None,
                generator: torch.Generator | None = None) -> Tensor:
         """EDM Alg. 1 (deterministic Heun, 2nd order): normalised latents of ``shape`` ``[B, C, R, R, R]``."""
         device = next(self.parameters()).device
@@ -304,10 +379,10 @@ class EDM(nn.Module):
         x = torch.randn(shape, generator=generator).to(device) * t[0].item()
         for i in range(len(t) - 1):
             t_cur, t_next = float(t[i]), float(t[i + 1])
-            d = (x - self.guided(x, torch.tensor(t_cur), labels, tokens, w)) / t_cur
+            d = (x - self.guided(x, torch.tensor(t_cur), labels, tokens, w, attributes)) / t_cur
             x_next = x + (t_next - t_cur) * d
             if t_next > 0:
-                d2 = (x_next - self.guided(x_next, torch.tensor(t_next), labels, tokens, w)) / t_next
+                d2 = (x_next - self.guided(x_next, torch.tensor(t_next), labels, tokens, w, attributes)) / t_next
                 x_next = x + (t_next - t_cur) * 0.5 * (d + d2)
             x = x_next
         return x

@@ -28,19 +28,31 @@ BUNDLE_FORMAT = "fourd-autodecoder-1"
 
 
 @torch.no_grad()
-def training_latents(model: Autodecoder, per_channel: bool = False) -> tuple[RobustNormalizer, Tensor]:
+def training_latents(model: Autodecoder, per_channel: bool = False,
+                     before_relu: bool = False) -> tuple[RobustNormalizer, Tensor]:
     """G_1 latents of every training embedding at ``latent_level``, the normaliser fitted over all of them,
-    and the normalised latents ``[N, C, R, R, R]``."""
+    and the normalised latents ``[N, C, R, R, R]``.
+
+    ``before_relu`` takes the features before the level's final ReLU. After it, half of them are exactly 0:
+    the median sits on that point mass, so Sec. 3.3's robust normalisation centres a one-sided distribution
+    and the diffusion model must hit exact zeros; before it they are the signed, bell-shaped features of
+    Fig. 9, and sampling errors where the ReLU will cut are harmless."""
+    level = model.config.latent_level
+    if before_relu and (level == 0 or model.levels[level - 1].attention is not None):
+        raise ValueError(f"the autodecoder's latent level {level} does not end in a ReLU; set "
+                         "latent_before_relu=false.")
     model.eval()
     device = next(model.parameters()).device
-    latents = torch.cat([model.latent(ids) for ids in torch.arange(model.config.num_objects, device=device).split(16)])
+    ids = torch.arange(model.config.num_objects, device=device).split(16)
+    latents = torch.cat([model.latent(i, before_relu=before_relu) for i in ids])
     norm = RobustNormalizer.fit(latents, per_channel=per_channel)
     return norm, norm.normalize(latents)
 
 
 def train_diffusion(edm: EDM, latents: Tensor, labels: Tensor | None = None, tokens: Tensor | None = None, *,
-                    steps: int | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
-                    checkpoint_every: int = 200, stop_after: int | None = None,
+                    attributes: Tensor | None = None, steps: int | None = None, seed: int = 0,
+                    checkpoint_dir: str | Path | None = None, checkpoint_every: int = 200,
+                    stop_after: int | None = None,
                     on_step: Callable[[int, dict[str, float]], None] | None = None) -> int:
     """Adam with linear learning-rate decay (App. C.2) on the EDM loss over normalised ``latents``; returns the
     step reached. With ``checkpoint_dir`` it resumes from the newest checkpoint there and writes one every
@@ -70,7 +82,8 @@ def train_diffusion(edm: EDM, latents: Tensor, labels: Tensor | None = None, tok
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         idx = torch.randint(len(latents), (min(cfg.batch_size, len(latents)),), generator=g)
         loss = edm.loss(latents[idx], None if labels is None else labels[idx],
-                        None if tokens is None else tokens[idx], generator=g)
+                        None if tokens is None else tokens[idx], generator=g,
+                        attributes=None if attributes is None else attributes[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -84,19 +97,46 @@ def train_diffusion(edm: EDM, latents: Tensor, labels: Tensor | None = None, tok
 
 @torch.no_grad()
 def sample_scenes(model: Autodecoder, edm: EDM, norm: RobustNormalizer, count: int = 1, *,
-                  labels: Tensor | None = None, tokens: Tensor | None = None, guidance: float | None = None,
-                  steps: int | None = None, generator: torch.Generator | None = None) -> list:
+                  labels: Tensor | None = None, tokens: Tensor | None = None, attributes: Tensor | None = None,
+                  guidance: float | None = None, steps: int | None = None,
+                  generator: torch.Generator | None = None) -> list:
     """Sample normalised latents, de-normalise (F = F_hat s + m) and decode with G_2: ``count`` VoxelScenes
-    (``count`` is taken from ``labels`` / ``tokens`` when given)."""
+    (``count`` is taken from the conditions when given, e.g. ``**caption_conditions(prompts, edm.config)``)."""
     model.eval()
-    if labels is not None:
-        count = len(labels)
-    elif tokens is not None:
-        count = len(tokens)
-    z = edm.sample((count, *model.latent_shape()), labels, tokens, guidance=guidance, steps=steps,
-                   generator=generator)
-    grids = model.decode_latent(norm.denormalize(z))
+    for condition in (labels, tokens, attributes):
+        if condition is not None:
+            count = len(condition)
+    z = edm.sample((count, *model.latent_shape()), labels, tokens, attributes=attributes, guidance=guidance,
+                   steps=steps, generator=generator)
+    latent = norm.denormalize(z)
+    grids = model.decode_latent(latent.relu() if edm.config.latent_before_relu else latent)
     return [model.scene(g.detach()).detach() for g in grids]
+
+
+@torch.no_grad()
+def warm_start(edm: EDM, previous: EDM) -> list[str]:
+    """Start ``edm`` from ``previous``'s weights (fine-tuning on the same latents); returns the names of the
+    tensors that start fresh. A class-conditional ``previous`` over the world's shapes hands its class table
+    (shapes in ``SHAPES`` order, then the "none" row) to the "shape" attribute table, which has the same
+    layout; every other new table starts at zero, so the warm-started model begins as ``previous`` did."""
+    from pipelines.world.grammar import SHAPES
+
+    if (edm.net.latent_channels, edm.net.latent_resolution) != (previous.net.latent_channels,
+                                                                  previous.net.latent_resolution):
+        raise ValueError("the bundle to start from models latents of another shape; train from scratch.")
+    old = previous.net.state_dict()
+    attrs = edm.config.attributes
+    if previous.config.num_classes == len(SHAPES) and "shape" in attrs and not edm.config.num_classes:
+        old[f"attribute_emb.{attrs.index('shape')}.weight"] = old["class_emb.weight"]
+    fresh = []
+    for name, tensor in edm.net.state_dict().items():
+        if name in old and old[name].shape == tensor.shape:
+            tensor.copy_(old[name])
+        else:
+            fresh.append(name)
+            if name.startswith("attribute_emb."):
+                tensor.zero_()
+    return fresh
 
 
 def save_bundle(path: str | Path, model: Autodecoder, norm: RobustNormalizer, edm: EDM | None = None) -> Path:

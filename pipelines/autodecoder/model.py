@@ -150,10 +150,10 @@ class ResBlock3d(nn.Module):
         self.conv2, self.norm2 = nn.Conv3d(c_out, c_out, 3, padding=1), _norm(norm, c_out)
         self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, activate: bool = True) -> Tensor:
         h = F.relu(self.norm1(self.conv1(x)))
-        h = self.norm2(self.conv2(h))
-        return F.relu(h + self.skip(x))
+        h = self.norm2(self.conv2(h)) + self.skip(x)
+        return F.relu(h) if activate else h
 
 
 class SelfAttention3d(nn.Module):
@@ -179,10 +179,11 @@ class UpLevel(nn.Module):
         self.blocks = nn.ModuleList([ResBlock3d(c_in if i == 0 else c_out, c_out, norm) for i in range(depth)])
         self.attention = SelfAttention3d(c_out) if attention else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, activate: bool = True) -> Tensor:
+        """``activate=False`` leaves out the last block's ReLU (a level with attention ends signed anyway)."""
         x = F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, activate or self.attention is not None or i < len(self.blocks) - 1)
         return self.attention(x) if self.attention is not None else x
 
 
@@ -219,13 +220,14 @@ class Autodecoder(nn.Module):
         r = self.config.base_resolution * 2**level
         return (self.config.channels(level), r, r, r)
 
-    def latent(self, objects: Tensor, level: int | None = None) -> Tensor:
-        """G_1: the feature volume ``[N, C, R, R, R]`` of objects ``[N]`` at decoder ``level``."""
+    def latent(self, objects: Tensor, level: int | None = None, before_relu: bool = False) -> Tensor:
+        """G_1: the feature volume ``[N, C, R, R, R]`` of objects ``[N]`` at decoder ``level``; ``before_relu``
+        stops before that level's final ReLU (signed features; ``relu`` of them is the default volume)."""
         level = self.config.latent_level if level is None else level
         c0, b = self.config.channels(0), self.config.base_resolution
         x = self.fc(self.embedding(objects)).reshape(-1, c0, b, b, b)
-        for up in self.levels[:level]:
-            x = up(x)
+        for i, up in enumerate(self.levels[:level]):
+            x = up(x, activate=not before_relu or i < level - 1)
         return x
 
     def decode_latent(self, latent: Tensor, level: int | None = None) -> Tensor:

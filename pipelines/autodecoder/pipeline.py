@@ -1,9 +1,10 @@
 """`text-to-3d`: sample an object from a trained autodecoder bundle with latent 3D diffusion.
 
 The bundle (see :mod:`pipelines.autodecoder.generate`) is ``models_dir()/autodecoder/bundle.safetensors``
-unless the config names another. The prompt conditions through hashed word tokens when the diffusion
-model was trained with text, and through the world's shape class named in the prompt when it was trained
-with classes (``"a red cube"`` -> class ``cube``).
+unless the config names another. The prompt conditions through every condition the diffusion model was
+trained with (:func:`pipelines.autodecoder.diffusion.caption_conditions`): hashed word tokens, the world's
+shape class, and the shape / colour / size / material the world grammar reads in it (``"a crimson ball"`` ->
+red sphere).
 """
 
 from __future__ import annotations
@@ -60,19 +61,23 @@ def preflight(inputs: dict, config: TextTo3DConfig, priors: dict | None = None) 
                                 "`fourd train latent-diffusion --install`, or set 'bundle'.")
 
 
-def prompt_class(prompt: str) -> int | None:
-    """Index of the world shape the prompt names (:data:`pipelines.world.grammar.SHAPES`), synonyms included
-    ("ball" -> sphere, "box" -> cube), or None."""
-    from pipelines.world.grammar import SHAPES, attributes_from_text
+def _names_anything(conditions: dict) -> bool:
+    """Whether any condition of one prompt carries information (a class, a non-padding word, an attribute)."""
+    labels, tokens, attributes = conditions["labels"], conditions["tokens"], conditions["attributes"]
+    return ((labels is not None and bool((labels >= 0).any())) or (tokens is not None and bool((tokens > 0).any()))
+            or (attributes is not None and bool((attributes >= 0).any())))
 
-    shape = attributes_from_text(prompt).get("shape")
-    return SHAPES.index(shape) if shape in SHAPES else None
+
+def _value_name(attribute: str, index: int) -> str:
+    from pipelines.autodecoder.diffusion import attribute_values
+
+    return attribute_values()[attribute][index]
 
 
 def run(inputs: dict[str, str], config: TextTo3DConfig, context) -> Iterator:
     import torch
 
-    from pipelines.autodecoder.diffusion import tokenize
+    from pipelines.autodecoder.diffusion import caption_conditions
     from pipelines.autodecoder.generate import load_bundle, sample_scenes
     from pipelines.events import Log, Preview, Progress
     from renderers.cameras import orbit_cameras
@@ -82,16 +87,18 @@ def run(inputs: dict[str, str], config: TextTo3DConfig, context) -> Iterator:
     model, norm, edm = load_bundle(bundle_path(config), device=str(context.device))
     if edm is None:
         raise ValueError(f"the bundle '{bundle_path(config)}' holds no diffusion model.")
-    labels = tokens = None
-    if edm.config.num_classes and (cls := prompt_class(prompt)) is not None:
-        labels = torch.tensor([cls], device=context.device)
-    if edm.config.vocab_size and prompt:
-        tokens = tokenize([prompt], edm.config.vocab_size, edm.config.context_length).to(context.device)
-    if labels is None and tokens is None:
+    conditions = {k: None if v is None else v.to(context.device)
+                  for k, v in caption_conditions([prompt], edm.config).items()}
+    if not _names_anything(conditions):
         yield Log("the prompt gives no condition this model knows: sampling unconditionally")
+        conditions = dict.fromkeys(conditions)
+    elif conditions["attributes"] is not None:
+        named = dict(zip(edm.config.attributes, conditions["attributes"][0].tolist()))
+        yield Log("conditioned on " + (", ".join(f"{k} {_value_name(k, v)}" for k, v in named.items() if v >= 0)
+                                       or "the words alone"))
     yield Progress("sample", 0, 1)
-    scene = sample_scenes(model, edm, norm, 1, labels=labels, tokens=tokens, guidance=config.guidance,
-                          steps=config.steps, generator=context.generator())[0]
+    scene = sample_scenes(model, edm, norm, 1, **conditions, guidance=config.guidance, steps=config.steps,
+                          generator=context.generator())[0]
     context.check_cancelled()
     yield Progress("sample", 1, 1)
     cams = orbit_cameras(2.7, 20.0, torch.tensor([0.0, 90.0, 180.0, 270.0]), 40.0, config.preview_size,
