@@ -158,7 +158,7 @@ class GaussianFit:
             field = make_deformation(self.field.config)
             field.load_state_dict(self.field.state_dict())
         gaussians = GaussianSet(*(self.params[k].detach().clone().cpu() for k in PARAMS))
-        return DeformableGaussianScene(gaussians, field.cpu() if field is not None else None, tile_size=8)
+        return DeformableGaussianScene(gaussians, field, tile_size=8)
 
     def _set_learning_rates(self) -> None:
         s = self.settings
@@ -199,7 +199,8 @@ class GaussianFit:
         if field is not None:
             self.field_optimizer.step()
         self.step_count += 1
-        return {"loss": loss.item(), **{name: float(v.detach()) for name, v in parts.items()}, "gaussians": float(len(moved))}
+        metrics = {name: float(v.detach()) for name, v in parts.items()}
+        return {"loss": loss.item(), **metrics, "gaussians": float(len(moved))}
 
     def run(self, callback: Callable[[int, dict[str, float]], None] | None = None) -> list[float]:
         """The remaining steps; returns the loss of each. ``callback(step, metrics)`` after every step."""
