@@ -9,7 +9,8 @@ The schedule follows Deformable-3DGS (Yang et al. 2024) and Diffusion² Sec. 3.4
    motion is learnt;
 2. deformation stage: one frame per step, every frame once per epoch in a shuffled order, the
    deformation field and the canonical Gaussians (at ``canonical_lr_scale`` of their rates) together;
-   3DGS densification (``renderers.densify``) on its own schedule;
+   3DGS densification (``renderers.densify``) on its own schedule; the field's temporal smoothness at
+   a random time, so motion between two frames is the smooth one rather than any that fits both;
 3. throughout: the position and deformation learning rates decay exponentially to ``lr_final`` of
    their start (3DGS / Deformable-3DGS's schedule), so the last iterate is not Adam's noise.
 
@@ -52,7 +53,9 @@ class GaussianFitSettings:
     ``views_per_step``: cameras rendered per step (0: all). Learning rates per parameter group;
     ``lr_final``: the factor the position and deformation rates decay to by the last step;
     ``canonical_lr_scale``: canonical Gaussians' rate factor after warm-up (Diffusion² Sec. 3.4's
-    "reduced learning rate"). ``densify``: the 3DGS schedule (its ``opacity_reset_interval`` and
+    "reduced learning rate"). ``smoothness_weight``: the deformation field's temporal smoothness
+    (an acceleration penalty, :meth:`~renderers.deformation.DeformationField.smoothness_loss`) at a random
+    time each step. ``densify``: the 3DGS schedule (its ``opacity_reset_interval`` and
     thresholds); ``scene_extent``: the size densification measures scales against.
     """
 
@@ -67,6 +70,7 @@ class GaussianFitSettings:
     lr_deformation: float = 1e-2
     lr_final: float = 0.1
     canonical_lr_scale: float = 1.0
+    smoothness_weight: float = 1.0
     densify: DensifyConfig = field(default_factory=lambda: DensifyConfig(
         start=50, stop=200, interval=50, opacity_reset_interval=10**9))
     scene_extent: float = 1.0
@@ -130,9 +134,10 @@ class GaussianFit:
         self.weights = torch.ones(self.views, self.frames) if weights is None else weights
         self.loss = loss
         self.generator = torch.Generator().manual_seed(self.settings.seed)
-        torch.manual_seed(self.settings.seed)  # the deformation field's initial weights
         self.params = {k: getattr(initial, k).detach().clone().to(self.device).requires_grad_() for k in PARAMS}
-        self.field = make_deformation(deformation_for_times(deformation, self.times)).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # the field's initial weights from the fit's seed alone
+            torch.manual_seed(self.settings.seed)
+            self.field = make_deformation(deformation_for_times(deformation, self.times)).to(self.device)
         self._make_optimizers()
         self.densifier = Densifier(self.settings.densify, self.settings.scene_extent, self.generator)
         self.step_count = 0
@@ -191,6 +196,12 @@ class GaussianFit:
         target = self.images[views, f].to(self.device)
         mask = None if self.masks is None else self.masks[views, f].to(self.device)
         loss, parts = self.loss(out, target, mask, self.weights[views, f].to(self.device))
+        if field is not None and s.smoothness_weight > 0:
+            # At a random time, between the frames too: that is where nothing else constrains the motion.
+            t = float(torch.rand((), generator=g))
+            smooth = field.smoothness_loss(self.params["means"].detach(), t)
+            loss = loss + s.smoothness_weight * smooth
+            parts = {**parts, "smoothness": smooth}
         self.optimizer.zero_grad(set_to_none=True)
         self.field_optimizer.zero_grad(set_to_none=True)
         loss.backward()
