@@ -97,5 +97,6 @@ def test_fit_generalises_to_held_out_cameras_and_times(fitted, tmp_path_factory)
     # The moving balls are where they should be: far above an empty guess.
     static = [psnr(torch.zeros_like(t), t) for _, t in renders]
     assert min(scores) > max(static) + 8
-    # The bar, at each held-out time from held-out cameras.
+    # The bar, at each held-out time from held-out cameras. Measured 35.2 / 32.5 dB for this seed;
+    # seeds 1-6 gave 32.5-38.7 dB per held-out time (30.3 dB the worst single camera).
     assert min(scores) >= 28.0, scores
