@@ -1,5 +1,6 @@
 """Fit deformable Gaussians (with densification) to multi-view, multi-time renders of a small analytic
-moving scene on a CPU, and check held-out cameras and times. PNGs of the result go to the tmp folder."""
+moving scene on a CPU with the shared loop (``renderers.gaussian_fit``), and check held-out cameras at
+held-out times. PNGs of the result go to the tmp folder."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import pytest
 import torch
 
 from renderers.cameras import orbit_cameras
-from renderers.deformation import DeformationConfig, deform_gaussians, make_deformation
-from renderers.densify import Densifier, DensifyConfig
+from renderers.deformation import DeformationConfig
+from renderers.field_fit import psnr
+from renderers.gaussian_fit import GaussianFit, GaussianFitSettings
 from renderers.rasterize import render_gaussians
 from renderers.splats import GaussianSet, rgb_to_sh_dc
+
+SIZE = 32
+TRAIN_TIMES = [i / 8 for i in range(9)]
+HELD_OUT_TIMES = [0.3125, 0.6875]  # half-way between two training times: the hardest place to interpolate
 
 
 def analytic_scene(t: float) -> GaussianSet:
@@ -34,68 +40,63 @@ def analytic_scene(t: float) -> GaussianSet:
                        torch.full((n,), 4.0), rgb_to_sh_dc(rgb)[:, None])
 
 
-def psnr(a, b) -> float:
-    return -10 * math.log10(float((a - b).square().mean()))
+def train_cameras():
+    return orbit_cameras(2.6, torch.tensor([10.0, 35.0] * 4), torch.arange(8) * 45.0, 40.0, SIZE, SIZE)
+
+
+def held_out_cameras():
+    return orbit_cameras(2.6, 22.0, torch.tensor([20.0, 200.0]), 40.0, SIZE, SIZE)
+
+
+def fit_analytic(seed: int, steps: int = 300) -> tuple[GaussianFit, list[float]]:
+    """500 grey Gaussians in a box, fitted to 8 cameras x 9 times of :func:`analytic_scene`."""
+    cams = train_cameras()
+    with torch.no_grad():
+        images = torch.stack([render_gaussians(analytic_scene(t), cams).rgb for t in TRAIN_TIMES], 1)  # [V, F, ...]
+    g = torch.Generator().manual_seed(seed)
+    n = 500
+    initial = GaussianSet((torch.rand(n, 3, generator=g) - 0.5) * 1.2, torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                          torch.full((n, 3), math.log(0.05)), torch.zeros(n), torch.zeros(n, 1, 3))
+    fit = GaussianFit(initial, DeformationConfig(kind="mlp", width=64, depth=2, pos_frequencies=4, time_frequencies=4),
+                      cams, TRAIN_TIMES, images, settings=GaussianFitSettings(steps=steps, seed=seed))
+    return fit, fit.run()
+
+
+def held_out_renders(fit: GaussianFit) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(prediction, truth) ``[2, H, W, 3]`` from the held-out cameras at each held-out time."""
+    cams, scene = held_out_cameras(), fit.scene()
+    with torch.no_grad():
+        return [(scene.render(cams, t).rgb, render_gaussians(analytic_scene(t), cams).rgb) for t in HELD_OUT_TIMES]
 
 
 @pytest.fixture(scope="module")
 def fitted():
-    size, steps = 32, 300
-    train_cams = orbit_cameras(2.6, torch.tensor([10.0, 35.0] * 4), torch.arange(8) * 45.0, 40.0, size, size)
-    train_times = [i / 8 for i in range(9)]
-    test_cams = orbit_cameras(2.6, 22.0, torch.tensor([20.0, 200.0]), 40.0, size, size)
-    test_times = [0.3125, 0.6875]
-    with torch.no_grad():
-        targets = [render_gaussians(analytic_scene(t), train_cams).rgb for t in train_times]
-        truths = [render_gaussians(analytic_scene(t), test_cams).rgb for t in test_times]
-
-    g = torch.Generator().manual_seed(1)
-    torch.manual_seed(1)
-    n = 500
-    params = {"means": (torch.rand(n, 3, generator=g) - 0.5) * 1.2,
-              "quats": torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), "log_scales": torch.full((n, 3), math.log(0.05)),
-              "opacity_logits": torch.zeros(n), "sh": torch.zeros(n, 1, 3)}
-    params = {k: v.requires_grad_() for k, v in params.items()}
-    field = make_deformation(DeformationConfig(kind="mlp", width=64, depth=2, pos_frequencies=4, time_frequencies=4))
-    lrs = {"means": 3e-3, "quats": 1e-2, "log_scales": 1e-2, "opacity_logits": 5e-2, "sh": 1e-2}
-    opt = torch.optim.Adam([{"params": [v], "lr": lrs[k]} for k, v in params.items()], eps=1e-15)
-    field_opt = torch.optim.Adam(field.parameters(), lr=1e-2)
-    densifier = Densifier(DensifyConfig(start=50, stop=200, interval=50, opacity_reset_interval=10**9), 1.0, g)
-    losses, counts = [], [n]
-    for step in range(1, steps + 1):
-        k = int(torch.randint(0, len(train_times), (1,), generator=g))
-        out = render_gaussians(deform_gaussians(GaussianSet(**params), field, train_times[k]), train_cams, tile_size=8)
-        loss = (out.rgb - targets[k]).abs().mean()
-        opt.zero_grad()
-        field_opt.zero_grad()
-        loss.backward()
-        if densifier.step(step, params, opt, out):
-            counts.append(params["means"].shape[0])
-        opt.step()
-        field_opt.step()
-        losses.append(float(loss.detach()))
-    with torch.no_grad():
-        gs = GaussianSet(**params)
-        preds = [render_gaussians(deform_gaussians(gs, field, t), test_cams).rgb for t in test_times]
-    return {"losses": losses, "counts": counts, "preds": preds, "truths": truths}
+    fit, losses = fit_analytic(seed=1)
+    return {"fit": fit, "losses": losses, "renders": held_out_renders(fit)}
 
 
 def test_fit_reduces_loss_and_grows_by_densification(fitted):
     losses = fitted["losses"]
     assert np.mean(losses[-20:]) < 0.3 * np.mean(losses[:10])
-    assert fitted["counts"][-1] > fitted["counts"][0]
+    assert len(fitted["fit"].gaussians()) > 500
+
+
+def test_deformation_keeps_only_time_frequencies_the_training_times_determine(fitted):
+    # 9 times 1/8 apart sample up to 4 cycles per unit time: sin/cos(2^k pi (2t - 1)) for k = 0, 1 only.
+    assert fitted["fit"].field.config.time_frequencies == 2
 
 
 def test_fit_generalises_to_held_out_cameras_and_times(fitted, tmp_path_factory):
     import imageio.v3 as iio
 
-    scores = [psnr(p, t) for p, t in zip(fitted["preds"], fitted["truths"])]
-    rows = [torch.cat([torch.cat(list(p), 1), torch.cat(list(t), 1)], 0) for p, t in zip(fitted["preds"],
-                                                                                         fitted["truths"])]
+    renders = fitted["renders"]
+    scores = [psnr(p, t) for p, t in renders]
+    rows = [torch.cat([torch.cat(list(p), 1), torch.cat(list(t), 1)], 0) for p, t in renders]
     image = (torch.cat(rows, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
     iio.imwrite(tmp_path_factory.mktemp("gaussian_fit") / "held_out.png", np.kron(image, np.ones((4, 4, 1), np.uint8)))
-    # The moving balls are where they should be: held-out PSNR well above an empty or static guess.
-    static = [psnr(torch.zeros_like(t), t) for t in fitted["truths"]]
+    # The moving balls are where they should be: far above an empty guess.
+    static = [psnr(torch.zeros_like(t), t) for _, t in renders]
     assert min(scores) > max(static) + 8
-    # Measured 25.2 and 28.0 dB (mean 26.6) after 300 steps; the issue's 28 dB bar needs a longer fit.
-    assert np.mean(scores) >= 25.0, scores
+    # The issue's bar, at each held-out time from held-out cameras. Measured 35.2 / 32.5 dB for this seed;
+    # seeds 1-6 gave 32.5-38.7 dB per held-out time (30.3 dB the worst single camera).
+    assert min(scores) >= 28.0, scores

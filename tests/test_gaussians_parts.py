@@ -10,6 +10,7 @@ import torch
 from renderers.cameras import orbit_cameras
 from renderers.deformation import DeformationConfig, HexPlaneField, deform_gaussians, make_deformation
 from renderers.densify import Densifier, DensifyConfig, DensifyStats, densify_and_prune, reset_opacity
+from renderers.gaussian_fit import deformation_for_times
 from renderers.rasterize import render_gaussians
 from renderers.sh import sh_basis, sh_to_color
 from renderers.splats import GaussianSet
@@ -89,6 +90,21 @@ def test_hexplane_time_smoothness_penalises_jagged_time_planes():
         DeformationConfig(kind="spline")
     cfg = DeformationConfig(kind="mlp", plane_resolutions=(4, 8))
     assert DeformationConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_time_detail_is_capped_at_what_the_training_times_determine():
+    mlp = DeformationConfig(kind="mlp", time_frequencies=6)
+    # 2^k cycles per unit time for sin/cos(2^k pi (2t - 1)); F uniform times sample up to (F - 1) / 2 cycles.
+    assert deformation_for_times(mlp, [f / 24 for f in range(25)]).time_frequencies == 4  # 8 < 12 <= 16
+    assert deformation_for_times(mlp, [f / 8 for f in range(9)]).time_frequencies == 2  # 4 cycles: sin vanishes
+    assert deformation_for_times(mlp, [f / 7 for f in range(8)]).time_frequencies == 2
+    assert deformation_for_times(mlp, [0.0, 0.5, 1.0]).time_frequencies == 0  # t itself only
+    assert deformation_for_times(mlp, [0.0]).time_frequencies == 0
+    assert deformation_for_times(mlp, [f / 99 for f in range(100)]).time_frequencies == 6  # never above the config
+    hexplane = DeformationConfig(kind="hexplane", time_resolution=16)
+    assert deformation_for_times(hexplane, [f / 5 for f in range(6)]).time_resolution == 6
+    field = make_deformation(deformation_for_times(mlp, [0.0, 0.5, 1.0]))
+    assert field(torch.zeros(4, 3), 0.5)[0].shape == (4, 3)
 
 
 # -------------------------------------------------------------------- densification
