@@ -9,7 +9,6 @@ Example (fits the analytic moving scene, saves the scene and a picture of held-o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -18,6 +17,7 @@ from torch import Tensor
 
 from renderers.cameras import Cameras
 from renderers.field_scene import FieldScene
+from renderers.metrics import pooled_psnr
 from renderers.volume import render_rays
 
 
@@ -34,9 +34,6 @@ class FitSettings:
     seed: int = 0
 
 
-def psnr(a: Tensor, b: Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
 @dataclass
@@ -126,7 +123,7 @@ def main() -> None:
     for t in (0.0, 0.5, 1.0):
         cams = orbit_cameras(3.0, 25.0, torch.tensor([0.0, 120.0, 240.0]), 40.0, args.size, args.size)
         truth, out = render_analytic(cams, t), scene.render(cams, t)
-        print(f"t={t}: PSNR {psnr(out.rgb, truth.rgb):.2f} dB")
+        print(f"t={t}: PSNR {pooled_psnr(out.rgb, truth.rgb):.2f} dB")
         rows.append(torch.cat([torch.cat(list(truth.rgb), 1), torch.cat(list(out.rgb), 1)], 0))
     import imageio.v3 as iio
 

@@ -19,7 +19,8 @@ from pipelines.autodecoder.diffusion import (
 from pipelines.autodecoder.generate import load_bundle, sample_scenes, save_bundle, train_diffusion, training_latents
 from pipelines.autodecoder.model import Autodecoder, AutodecoderConfig, ObjectEmbedding, hash_indices
 from pipelines.autodecoder.normalize import RobustNormalizer
-from pipelines.autodecoder.train import ObjectViews, psnr, render_objects, train_autodecoder
+from pipelines.autodecoder.train import ObjectViews, render_objects, train_autodecoder
+from renderers.metrics import pooled_psnr as psnr
 from renderers.voxels import VoxelScene
 
 

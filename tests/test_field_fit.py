@@ -12,8 +12,9 @@ import torch
 
 from renderers.analytic_scene import analytic_batches, analytic_views, render_analytic
 from renderers.cameras import orbit_cameras
-from renderers.field_fit import FitSettings, fit, image_batches, psnr
+from renderers.field_fit import FitSettings, fit, image_batches
 from renderers.field_scene import FieldScene
+from renderers.metrics import pooled_psnr as psnr
 
 TIMES = [0.0, 0.25, 0.5, 0.75, 1.0]
 

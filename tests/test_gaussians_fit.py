@@ -12,8 +12,8 @@ import torch
 
 from renderers.cameras import orbit_cameras
 from renderers.deformation import DeformationConfig
-from renderers.field_fit import psnr
 from renderers.gaussian_fit import GaussianFit, GaussianFitSettings
+from renderers.metrics import pooled_psnr as psnr
 from renderers.rasterize import render_gaussians
 from renderers.splats import GaussianSet, rgb_to_sh_dc
 

@@ -76,7 +76,7 @@ def train_autodecoder_stage(args) -> int:
     from pipelines.config import config_from_dict, config_to_dict, parse_overrides
     from pipelines.paths import data_dir
     from pipelines.world.datasets import MultiViewDataset
-    from pipelines.world.metrics import psnr
+    from renderers.metrics import psnr
 
     run_dir = args.out
     ckpt_dir = run_dir / "autodecoder"

@@ -138,5 +138,3 @@ def render_objects(model: Autodecoder, data: ObjectViews, views: Sequence[int] |
     return torch.stack([o.rgb.cpu() for o in outs]), torch.stack([o.alpha.cpu() for o in outs])
 
 
-def psnr(a: Tensor, b: Tensor) -> float:
-    return float(-10 * torch.log10(F.mse_loss(a, b).clamp_min(1e-10)))

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.world import grammar
-from pipelines.world.metrics import psnr
 from renderers.cameras import Cameras, orbit_cameras
+from renderers.metrics import pooled_psnr
 
 ORBIT_AZIMUTHS = (30.0, 120.0, 210.0, 300.0)  # views 0 and 2 are the classifier's two opposite views
 ELEVATION = 15.0
@@ -279,11 +279,6 @@ def _image_roles(folder: Path, n: int, steps: int, guidance: float, gen: torch.G
             "repeat-the-reference psnr at 64 px": pooled_psnr(up(copy), truth64),
         }
     return results
-
-
-def pooled_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR (dB, peak 1) of the mean squared error over every pixel of every image."""
-    return float(psnr(pred.reshape(1, -1, 1, 3), target.reshape(1, -1, 1, 3))[0])
 
 
 def report_markdown(figures: dict) -> str:

@@ -15,24 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from renderers.cameras import Cameras, orbit_cameras
+from renderers.metrics import psnr  # noqa: F401 (part of this module's API)
 from renderers.scene import Scene
 
 # Held-out views: elevations and azimuths off the dataset rig's even spacing, at the same distance and fov.
 EVAL_ELEVATIONS = (12.5, 27.5)
 EVAL_AZIMUTHS = (22.5, 112.5, 202.5, 292.5)
 EVAL_TIMES = (0.0625, 0.3125, 0.5625, 0.8125)
-
-
-def psnr(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Peak signal-to-noise ratio (dB, peak 1) per image: ``pred``, ``target`` ``[B, H, W, 3]`` in [0, 1],
-    optional ``mask`` ``[B, H, W, 1]`` restricting the mean; returns ``[B]`` (capped at 100 dB for equal images)."""
-    err = (pred - target) ** 2
-    if mask is None:
-        mse = err.mean(dim=(1, 2, 3))
-    else:
-        weight = mask.expand_as(err)
-        mse = (err * weight).sum(dim=(1, 2, 3)) / weight.sum(dim=(1, 2, 3)).clamp(min=1e-8)
-    return (-10 * torch.log10(mse.clamp(min=1e-10))).clamp(max=100.0)
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
