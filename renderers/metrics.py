@@ -28,6 +28,9 @@ def psnr(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 def pooled_psnr(pred: Tensor, target: Tensor) -> float:
-    """One PSNR in dB over every value of ``pred`` and ``target`` (the MSE pooled before the log)."""
-    mse = float(((pred.float() - target.float()) ** 2).mean())
+    """One PSNR in dB over every value of ``pred`` and ``target`` (the MSE pooled before the log); the two
+    hold the same values in the same order, whatever their shapes (e.g. ``[N V, H, W, 3]`` and ``[N, V, H, W, 3]``)."""
+    if pred.numel() != target.numel():
+        raise ValueError(f"pooled_psnr needs as many values in both, got {list(pred.shape)} and {list(target.shape)}")
+    mse = float(((pred.reshape(-1).float() - target.reshape(-1).float()) ** 2).mean())
     return min(CAP_DB, 10 * math.log10(1.0 / max(mse, 1e-10)))

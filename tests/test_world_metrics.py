@@ -67,3 +67,14 @@ def test_reprojection_error_separates_consistent_views_from_inconsistent_ones():
     inconsistent = reprojection_error(out.depth, out.alpha, mixed, cams)
     assert consistent < 0.05 < inconsistent
     assert not math.isnan(consistent)
+
+
+def test_pooled_psnr_pools_every_value_whatever_the_layout():
+    from renderers.metrics import pooled_psnr
+
+    a = torch.zeros(2, 3, 4, 4, 3)
+    b = a + 0.1
+    assert pooled_psnr(a.reshape(6, 4, 4, 3), b) == pytest.approx(20.0, abs=1e-4)
+    assert pooled_psnr(a, a) == 100.0
+    with pytest.raises(ValueError, match="as many values"):
+        pooled_psnr(a, b[:1])
