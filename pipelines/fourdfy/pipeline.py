@@ -81,7 +81,7 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
         elif done - stage_started[plan.stage][0] == ESTIMATE_AFTER:
             first, began = stage_started[plan.stage]
             per_step = (time.monotonic() - began) / (done - first)
-            left = per_step * (stage_end(plan.stage, config) - done)
+            left = per_step * (end - done)
             yield Log(f"{STAGE_TITLES[plan.stage]}: {per_step:.2f} s per step, about {left / 60:.1f} min to the "
                       "end of the stage")
         metrics = {"stage": float(plan.stage), **losses}

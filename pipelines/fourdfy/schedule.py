@@ -111,7 +111,7 @@ class StagePlateau:
         alpha = 1.0 / max(1.0, self.patience / 4)
         k["n"] += 1
         k["ema"] = loss if k["n"] == 1 else (1 - alpha) * k["ema"] + alpha * loss
-        if k["ema"] < k["best"] * (1 - self.tolerance) or k["best"] == float("inf"):
+        if k["ema"] < k["best"] * (1 - self.tolerance):  # the first update always sets a best (below inf)
             k["best"], k["since"] = k["ema"], 0
         else:
             k["since"] += 1
