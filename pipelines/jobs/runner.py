@@ -370,9 +370,10 @@ class JobRunner:
                 else:
                     how = (f"was killed by signal {signal.Signals(-code).name}" if code and code < 0
                            else f"exited with code {code}")
-                    job._end("failed-resumable", f"the worker process {how}; resume the run to continue from "
-                                                 f"its last checkpoint (details in {job.run_dir / 'worker.log'}).")
-                    log_event(job.run_dir, Log(job.message or "", level="error"))
+                    message = (f"the worker process {how}; resume the run to continue from its last "
+                               f"checkpoint (details in {job.run_dir / 'worker.log'}).")
+                    log_event(job.run_dir, Log(message, level="error"))  # before _end: a waiter may read it at once
+                    job._end("failed-resumable", message)
             else:
                 job._finished.set()
         with self._lock:
