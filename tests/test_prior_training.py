@@ -34,6 +34,33 @@ def test_batches_mix_roles_and_are_deterministic(world):
     assert len(held) == 24 and all((s.shape, s.colour, s.motion) not in held for s in world.specs)
 
 
+def test_the_motion_loss_looks_only_at_one_view_at_two_times(world):
+    """motion_weight: the temporal-difference term covers video-like pairs only and adds to the plain loss."""
+    from pipelines.models.field_dit import FieldDiT
+    from pipelines.models.training import diffusion_loss
+    from pipelines.priors.inhouse import cosine_schedule
+
+    config = TrainPriorConfig.preset("tiny").replace(batch=24)
+    tok = PromptTokenizer(config.text_length)
+    sets = make_batch(world, config, tok, 5)["sets"]
+    expected = {"multiview": [], "image-to-orbit": [], "video": [0, 1, 2], "block": [0, 2]}
+    for role, pairs, clean in zip(sets["roles"], sets["motion_pairs"], sets["clean"]):
+        want = [1, 2] if role == "image-to-video" and clean[0] else expected.get(role, [0, 1, 2])
+        assert pairs.nonzero().flatten().tolist() == want, role
+    torch.manual_seed(0)
+    model = FieldDiT(config.arch(tok.vocab_size))
+    schedule = cosine_schedule()
+
+    @torch.no_grad()
+    def loss(part, weight):
+        return float(diffusion_loss(model, part, schedule, 0.5, torch.Generator().manual_seed(1), "cpu", weight))
+
+    assert loss(sets, 2.0) > loss(sets, 0.0) * 1.01
+    still = {k: (v[[i for i, r in enumerate(sets["roles"]) if r == "multiview"]] if torch.is_tensor(v) else v)
+             for k, v in sets.items()}
+    assert still["x0"].shape[0] > 0 and loss(still, 2.0) == loss(still, 0.0)
+
+
 def test_resume_equals_uninterrupted(world, tmp_path):
     config = TrainPriorConfig.preset("tiny").replace(steps=6)
     whole = train_prior(config, tmp_path / "whole", world=world)
