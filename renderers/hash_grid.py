@@ -15,11 +15,15 @@ which :class:`HashGrid` hands to ``tinycudann`` when it is installed and the inp
 
 from __future__ import annotations
 
+import functools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
+
+CPU = torch.device("cpu")
 
 # tiny-cuda-nn's coherent primes (the first is 1 so neighbouring x share cache lines).
 PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
@@ -88,108 +92,247 @@ def level_layout(config: HashGridConfig, n_dims: int) -> list[Level]:
     return levels
 
 
-def corner_indices(points: Tensor, level: Level) -> tuple[Tensor, Tensor]:
-    """Table indices and interpolation weights of the ``2**D`` corners around each point.
+@dataclass(frozen=True)
+class LevelGroup:
+    """A run of consecutive levels indexed the same way (dense or hashed), evaluated together as
+    ``[G, 2**D, N]`` tensors: per-level ``scales`` ``[G, 1, 1]`` (float64), table ``offsets`` and ``masks``
+    ``[G, 1, 1]`` (int32; the level's size for a dense level, size - 1 for a hashed one) and, for dense
+    levels, the per-axis ``strides`` ``[D, G, 1]``."""
+
+    first: int
+    count: int
+    dense: bool
+    scales: Tensor
+    offsets: Tensor
+    masks: Tensor
+    strides: Tensor | None
+
+
+@functools.lru_cache(maxsize=64)
+def level_groups(levels: tuple[Level, ...], n_dims: int, device: torch.device = CPU) -> tuple[LevelGroup, ...]:
+    """``levels`` split into runs of dense and of hashed levels. Dense levels are the coarse ones, so a
+    tiny-cuda-nn layout has at most two runs: the work per run is a handful of big tensor operations
+    instead of dozens of small ones per level (the per-op overhead dominated at a few thousand points)."""
+    groups, start = [], 0
+    for end in range(1, len(levels) + 1):
+        if end < len(levels) and levels[end].dense == levels[start].dense:
+            continue
+        run = levels[start:end]
+        dense = run[0].dense
+        strides = None
+        if dense:
+            strides = torch.tensor([[lv.resolution**d for lv in run] for d in range(n_dims)], dtype=torch.int32)
+            strides = strides.view(n_dims, len(run), 1).to(device)
+        groups.append(LevelGroup(
+            first=start, count=len(run), dense=dense,
+            scales=torch.tensor([lv.scale for lv in run], dtype=torch.float64, device=device).view(-1, 1, 1),
+            offsets=torch.tensor([lv.offset for lv in run], dtype=torch.int32, device=device).view(-1, 1, 1),
+            masks=torch.tensor([lv.size if dense else lv.size - 1 for lv in run], dtype=torch.int32,
+                               device=device).view(-1, 1, 1),
+            strides=strides))
+        start = end
+    return tuple(groups)
+
+
+def _hash_step(d: int) -> int:
+    """tiny-cuda-nn's prime for axis ``d`` as a wrapped int32 (the hash only needs the low 32 bits)."""
+    return PRIMES[d] - (1 << 32) if PRIMES[d] >= 1 << 31 else PRIMES[d]
+
+
+def group_corners(points: Tensor, group: LevelGroup, *, with_offsets: bool = True) -> tuple[Tensor, Tensor]:
+    """Table indices and interpolation weights of the ``2**D`` corners around each point, for every level of
+    ``group`` at once.
 
     Args:
         points: ``[N, D]`` in [0, 1].
     Returns:
-        ``idx`` ``[2**D, N]`` int32 (within the level's table) and ``weights`` ``[2**D, N]``; corner ``c``
+        ``idx`` ``[G, 2**D, N]`` int32 (into the whole table, or within each level's table when
+        ``with_offsets`` is False) and ``weights`` ``[G, 2**D, N]`` in the points' dtype; corner ``c``
         takes the upper vertex along axis ``d`` when bit ``D-1-d`` of ``c`` is set.
     """
-    pos = points * level.scale + 0.5
-    floor = pos.floor()
-    frac = pos - floor
+    N, D = points.shape
+    G = group.count
+    pos = points.t().unsqueeze(0) * group.scales.to(points.dtype) + 0.5  # [G, D, N]
+    base = pos.floor()
+    frac = pos.sub_(base)
     # int32 arithmetic is ~1.8x faster here; the hash only needs the low bits, which wrapping keeps
-    base = floor.int()
+    base = base.int()
     idx = weights = None
-    stride = 1
-    for d in range(points.shape[1]):
-        lo = base[:, d]
-        if level.dense:
-            step = stride
-            stride *= level.resolution
-        else:
-            step = PRIMES[d] - (1 << 32) if PRIMES[d] >= 1 << 31 else PRIMES[d]
-        first = lo * step
-        terms = torch.stack([first, first + step])
+    for d in range(D):
+        step = group.strides[d] if group.dense else _hash_step(d)
+        first = base[:, d] * step  # [G, N]
+        terms = torch.stack([first, first + step], 1)  # [G, 2, N]
         f = frac[:, d]
-        w = torch.stack([1 - f, f])
+        w = torch.stack([1 - f, f], 1)
         if idx is None:
             idx, weights = terms, w
-        else:
-            idx = (idx[:, None] + terms[None]) if level.dense else (idx[:, None] ^ terms[None])
-            idx = idx.view(-1, idx.shape[-1])
-            weights = (weights[:, None] * w[None]).view(-1, w.shape[-1])
+            continue
+        idx = (idx.unsqueeze(2) + terms.unsqueeze(1)) if group.dense else (idx.unsqueeze(2) ^ terms.unsqueeze(1))
+        idx = idx.view(G, -1, N)
+        weights = (weights.unsqueeze(2) * w.unsqueeze(1)).view(G, -1, N)
     # tcnn: index % table size (a dense corner on the far face can reach past the table and wraps)
-    idx = idx.remainder(level.size) if level.dense else idx & (level.size - 1)
+    idx = idx.remainder_(group.masks) if group.dense else idx.bitwise_and_(group.masks)
+    if with_offsets:
+        idx += group.offsets
     return idx, weights
 
 
-def _weight_derivatives(points: Tensor, level: Level) -> list[Tensor]:
-    """d weights / d points[:, d] for each axis d, each ``[2**D, N]`` (same corner order as corner_indices)."""
-    pos = points * level.scale + 0.5
+def _group_weight_derivatives(points: Tensor, group: LevelGroup) -> list[Tensor]:
+    """d weights / d points[:, d] for each axis d, each ``[G, 2**D, N]`` (the corner order of group_corners)."""
+    N, D = points.shape
+    scales = group.scales.to(points.dtype)
+    pos = points.t().unsqueeze(0) * scales + 0.5
     frac = pos - pos.floor()
-    D = points.shape[1]
+    slope = torch.cat([-scales, scales], 1).expand(-1, 2, N)  # [G, 2, N]
     out = []
     for axis in range(D):
         weights = None
         for d in range(D):
             f = frac[:, d]
-            if d == axis:
-                w = torch.stack([torch.full_like(f, -level.scale), torch.full_like(f, level.scale)])
-            else:
-                w = torch.stack([1 - f, f])
-            weights = w if weights is None else (weights[:, None] * w[None]).reshape(-1, f.shape[0])
+            w = slope if d == axis else torch.stack([1 - f, f], 1)
+            weights = w if weights is None else (weights.unsqueeze(2) * w.unsqueeze(1)).reshape(group.count, -1, N)
         out.append(weights)
     return out
 
 
+def corner_indices(points: Tensor, level: Level) -> tuple[Tensor, Tensor]:
+    """One level's corner indices (within the level's table) and weights, each ``[2**D, N]``."""
+    (group,) = level_groups((level,), points.shape[1], points.device)
+    idx, weights = group_corners(points, group, with_offsets=False)
+    return idx[0], weights[0]
+
+
+# 1-D index_select / index_add_ run on one thread in torch's CPU kernels, yet they are most of the encoding's
+# time: the features' rows and runs of levels occupy disjoint parts of the table, so they are gathered and
+# scattered from a small pool of threads (torch releases the GIL inside the kernels), about 2x on 2 cores.
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+
+
+def _run_parallel(tasks: list) -> None:
+    global _POOL, _POOL_SIZE
+    n_threads = torch.get_num_threads()
+    if len(tasks) == 1 or n_threads == 1:
+        for task in tasks:
+            task()
+        return
+    if _POOL is None or n_threads > _POOL_SIZE:
+        _POOL = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="hash-grid")
+        _POOL_SIZE = n_threads
+
+    def run(task):
+        with torch.no_grad():  # grad mode is per thread; these are the kernels of a custom Function
+            task()
+
+    for future in [_POOL.submit(run, task) for task in tasks]:
+        future.result()
+
+
+def _level_pieces(group: LevelGroup, n_features: int, device: torch.device) -> list[tuple[int, int]]:
+    """Level ranges (within the group) that split a feature's work so features x pieces >= threads."""
+    n_threads = 1 if device.type != "cpu" else torch.get_num_threads()
+    pieces = min(group.count, max(1, -(-n_threads // n_features)))
+    bounds = [round(i * group.count / pieces) for i in range(pieces + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _gather(table: Tensor, idx: Tensor, group: LevelGroup) -> Tensor:
+    """``table[f, idx]`` for every feature: ``[F, *idx.shape]``."""
+    F = table.shape[0]
+    flat = idx.view(-1)
+    out = table.new_empty(F, flat.numel())
+    per_level = flat.numel() // group.count
+    tasks = [functools.partial(torch.index_select, table[f], 0, flat[a * per_level:b * per_level],
+                               out=out[f, a * per_level:b * per_level])
+             for f in range(F) for a, b in _level_pieces(group, F, table.device)]
+    _run_parallel(tasks)
+    return out.view(F, *idx.shape)
+
+
+def _scatter_add(grad_table: Tensor, idx: Tensor, values: list[Tensor], group: LevelGroup) -> None:
+    """``grad_table[f, idx] += values[f]`` for every feature (each ``values[f]`` shaped like ``idx``)."""
+    flat = idx.view(-1)
+    per_level = flat.numel() // group.count
+    tasks = [functools.partial(grad_table[f].index_add_, 0, flat[a * per_level:b * per_level],
+                               values[f].reshape(-1)[a * per_level:b * per_level])
+             for f in range(len(values)) for a, b in _level_pieces(group, len(values), grad_table.device)]
+    _run_parallel(tasks)
+
+
+# Levels are evaluated in pieces of at most this many corner entries (2**D x N x levels), so that the
+# temporaries stay around 32 MB each whatever the number of points (one level at a time for huge batches).
+PIECE_MAX = 1 << 23
+# A call's corner indices and weights are kept for the backward pass up to this many entries in all
+# (8 bytes each); beyond it the backward recomputes them.
+SAVE_CORNERS_MAX = 1 << 24
+
+
+def _pieces(groups: tuple[LevelGroup, ...], n_points: int, n_dims: int) -> list[LevelGroup]:
+    """``groups`` cut into runs of levels whose corner tensors hold at most :data:`PIECE_MAX` entries."""
+    per_level = max(1, n_points << n_dims)
+    step = max(1, PIECE_MAX // per_level)
+    pieces = []
+    for g in groups:
+        for a in range(0, g.count, step):
+            b = min(g.count, a + step)
+            if a == 0 and b == g.count:
+                pieces.append(g)
+                continue
+            pieces.append(LevelGroup(first=g.first + a, count=b - a, dense=g.dense, scales=g.scales[a:b],
+                                     offsets=g.offsets[a:b], masks=g.masks[a:b],
+                                     strides=None if g.strides is None else g.strides[:, a:b]))
+    return pieces
+
+
 class _HashGridFunction(torch.autograd.Function):
-    """Encoding of ``points`` ``[N, D]`` with ``table`` ``[F, total]`` -> ``[N, L * F]``, one level at a time so
-    each level's rows stay in cache; the backward recomputes indices rather than storing 2**D x N x L of them."""
+    """Encoding of ``points`` ``[N, D]`` with ``table`` ``[F, total]`` -> ``[N, L * F]``. Each run of dense or
+    hashed levels is gathered with one 1-D ``index_select`` per feature over indices laid out level by level,
+    so each level's rows stay in cache as they would in a loop over levels."""
 
     @staticmethod
-    def forward(ctx, points: Tensor, table: Tensor, levels: list[Level]) -> Tensor:
+    def forward(ctx, points: Tensor, table: Tensor, groups: tuple[LevelGroup, ...]) -> Tensor:
         F = table.shape[0]
-        out = points.new_empty(points.shape[0], len(levels) * F, dtype=table.dtype)
-        for li, level in enumerate(levels):
-            idx, w = corner_indices(points, level)
-            flat = idx.reshape(-1)
+        N = points.shape[0]
+        n_levels = sum(g.count for g in groups)
+        out = points.new_empty(N, n_levels, F, dtype=table.dtype)
+        pieces = _pieces(groups, N, points.shape[1])
+        keep = (n_levels * N << points.shape[1]) <= SAVE_CORNERS_MAX
+        saved = []
+        for group in pieces:
+            idx, w = group_corners(points, group)
             w = w.to(table.dtype)
-            for f in range(F):
-                row = table[f, level.offset:level.offset + level.size]
-                out[:, li * F + f] = (row.index_select(0, flat).view_as(w) * w).sum(0)
+            feats = _gather(table.detach(), idx, group).mul_(w).sum(2)  # [F, G, N]
+            out[:, group.first:group.first + group.count] = feats.permute(2, 1, 0)
+            saved.append((idx, w) if keep else None)
         ctx.save_for_backward(points, table)
-        ctx.levels = levels
-        return out
+        ctx.pieces = pieces
+        ctx.corners = saved
+        return out.view(N, n_levels * F)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
         points, table = ctx.saved_tensors
-        levels = ctx.levels
         F = table.shape[0]
+        N = points.shape[0]
         grad_table = torch.zeros_like(table) if ctx.needs_input_grad[1] else None
         grad_points = torch.zeros_like(points) if ctx.needs_input_grad[0] else None
-        grad_out = grad_out.to(table.dtype)
-        for li, level in enumerate(levels):
-            idx, w = corner_indices(points, level)
-            flat = idx.reshape(-1)
-            w = w.to(table.dtype)
+        grad_out = grad_out.to(table.dtype).view(N, -1, F)
+        for group, corners in zip(ctx.pieces, ctx.corners):
+            if corners is None:
+                idx, w = group_corners(points, group)
+                w = w.to(table.dtype)
+            else:
+                idx, w = corners
+            # [G, 1, N] per feature: the output gradient of each level, broadcast over the corners
+            grads = [grad_out[:, group.first:group.first + group.count, f].t().unsqueeze(1) for f in range(F)]
             if grad_table is not None:
-                for f in range(F):
-                    g = grad_out[:, li * F + f]
-                    grad_table[f, level.offset:level.offset + level.size].index_add_(0, flat, (w * g).reshape(-1))
+                _scatter_add(grad_table, idx, [w * g for g in grads], group)
             if grad_points is not None:
                 # sum_f g_f * feature_f at every corner, then the weights' derivative per axis
-                corner_dot = None
-                for f in range(F):
-                    row = table[f, level.offset:level.offset + level.size]
-                    term = row.index_select(0, flat).view_as(w) * grad_out[:, li * F + f]
-                    corner_dot = term if corner_dot is None else corner_dot + term
-                for d, dw in enumerate(_weight_derivatives(points, level)):
-                    grad_points[:, d] += (corner_dot * dw.to(table.dtype)).sum(0).to(points.dtype)
+                corner_dot = (_gather(table, idx, group) * torch.stack(grads)).sum(0)
+                for d, dw in enumerate(_group_weight_derivatives(points, group)):
+                    grad_points[:, d] += (corner_dot * dw.to(table.dtype)).sum((0, 1)).to(points.dtype)
         return grad_points, grad_table, None
 
 
@@ -200,7 +343,8 @@ def hash_grid_encode(points: Tensor, table: Tensor, levels: list[Level]) -> Tens
     does not — use finite differences for losses on normals)."""
     if points.ndim != 2:
         raise ValueError(f"hash grid expects points [N, D], got {tuple(points.shape)}")
-    return _HashGridFunction.apply(points, table, levels)
+    groups = level_groups(tuple(levels), points.shape[1], points.device)
+    return _HashGridFunction.apply(points, table, groups)
 
 
 class HashGrid(nn.Module):

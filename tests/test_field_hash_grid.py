@@ -135,3 +135,34 @@ def test_tiny_cuda_nn_matches_the_torch_grid(n_dims):
     grid.table.grad = None
     (hash_grid_encode(points, grid.table, grid.levels) * g).sum().backward()
     torch.testing.assert_close(grad_fast, grid.table.grad, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("n_dims", [3, 4])
+def test_level_pieces_threads_and_recomputed_corners_change_nothing(monkeypatch, n_dims):
+    """The encoding cuts levels into pieces for memory, gathers and scatters from a thread pool and keeps or
+    recomputes corners for the backward: every combination gives the same values and gradients."""
+    import renderers.hash_grid as hg
+
+    grid = HashGrid(n_dims, HashGridConfig(n_levels=6, log2_hashmap_size=12, base_resolution=4)).double()
+    torch.nn.init.normal_(grid.table, generator=torch.Generator().manual_seed(7))
+    points = torch.rand(300, n_dims, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    weights = torch.randn(300, grid.n_output_dims, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+
+    def run():
+        table = grid.table.detach().clone().requires_grad_(True)
+        p = points.clone().requires_grad_(True)
+        out = hash_grid_encode(p, table, grid.levels)
+        (out * weights).sum().backward()
+        return out.detach(), table.grad, p.grad
+
+    reference = run()
+    threads = torch.get_num_threads()
+    try:
+        for piece_max, save_max, n_threads in [(1 << 23, 1 << 24, 1), (64, 1 << 24, 2), (64, 0, 2), (1 << 23, 0, 3)]:
+            monkeypatch.setattr(hg, "PIECE_MAX", piece_max)
+            monkeypatch.setattr(hg, "SAVE_CORNERS_MAX", save_max)
+            torch.set_num_threads(n_threads)
+            for got, want in zip(run(), reference):
+                torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    finally:
+        torch.set_num_threads(threads)
