@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -206,19 +207,19 @@ def corner_indices(points: Tensor, level: Level) -> tuple[Tensor, Tensor]:
 # time: the features' rows and runs of levels occupy disjoint parts of the table, so they are gathered and
 # scattered from a small pool of threads (torch releases the GIL inside the kernels), about 2x on 2 cores.
 _POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
+_POOL_KEY = (0, 0)  # (process id, threads): a forked child must not wait on its parent's threads
 
 
 def _run_parallel(tasks: list) -> None:
-    global _POOL, _POOL_SIZE
+    global _POOL, _POOL_KEY
     n_threads = torch.get_num_threads()
     if len(tasks) == 1 or n_threads == 1:
         for task in tasks:
             task()
         return
-    if _POOL is None or n_threads > _POOL_SIZE:
+    if _POOL is None or (os.getpid(), n_threads) != _POOL_KEY:
         _POOL = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="hash-grid")
-        _POOL_SIZE = n_threads
+        _POOL_KEY = (os.getpid(), n_threads)
 
     def run(task):
         with torch.no_grad():  # grad mode is per thread; these are the kernels of a custom Function

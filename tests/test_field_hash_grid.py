@@ -166,3 +166,4 @@ def test_level_pieces_threads_and_recomputed_corners_change_nothing(monkeypatch,
                 torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     finally:
         torch.set_num_threads(threads)
+
