@@ -158,24 +158,43 @@ def group_corners(points: Tensor, group: LevelGroup, *, with_offsets: bool = Tru
     frac = pos.sub_(base)
     # int32 arithmetic is ~1.8x faster here; the hash only needs the low bits, which wrapping keeps
     base = base.int()
-    idx = weights = None
-    for d in range(D):
-        step = group.strides[d] if group.dense else _hash_step(d)
-        first = base[:, d] * step  # [G, N]
-        terms = torch.stack([first, first + step], 1)  # [G, 2, N]
-        f = frac[:, d]
-        w = torch.stack([1 - f, f], 1)
-        if idx is None:
-            idx, weights = terms, w
-            continue
-        idx = (idx.unsqueeze(2) + terms.unsqueeze(1)) if group.dense else (idx.unsqueeze(2) ^ terms.unsqueeze(1))
-        idx = idx.view(G, -1, N)
-        weights = (weights.unsqueeze(2) * w.unsqueeze(1)).view(G, -1, N)
+
+    def corners_over(axes: range) -> tuple[Tensor, Tensor]:
+        idx = weights = None
+        for d in axes:
+            step = group.strides[d] if group.dense else _hash_step(d)
+            first = base[:, d] * step  # [G, N]
+            terms = torch.stack([first, first + step], 1)  # [G, 2, N]
+            f = frac[:, d]
+            w = torch.stack([1 - f, f], 1)
+            if idx is None:
+                idx, weights = terms, w
+                continue
+            idx = _combine(idx, terms, group.dense)
+            weights = (weights.unsqueeze(2) * w.unsqueeze(1)).view(G, -1, N)
+        return idx, weights
+
+    # the two halves of the axes separately, then one product: fewer and smaller temporaries than
+    # growing the corner set one axis at a time
+    half = (D + 1) // 2
+    idx, weights = corners_over(range(half))
+    if half < D:
+        idx_b, weights_b = corners_over(range(half, D))
+        idx = _combine(idx, idx_b, group.dense)
+        weights = (weights.unsqueeze(2) * weights_b.unsqueeze(1)).view(G, -1, N)
     # tcnn: index % table size (a dense corner on the far face can reach past the table and wraps)
     idx = idx.remainder_(group.masks) if group.dense else idx.bitwise_and_(group.masks)
     if with_offsets:
         idx += group.offsets
     return idx, weights
+
+
+def _combine(idx_a: Tensor, idx_b: Tensor, dense: bool) -> Tensor:
+    """Indices of every pair of corners ``[G, A, N]`` x ``[G, B, N]`` -> ``[G, A * B, N]`` (``a`` major): dense
+    indices add, hashed ones XOR."""
+    a, b = idx_a.unsqueeze(2), idx_b.unsqueeze(1)
+    out = (a + b) if dense else (a ^ b)
+    return out.view(idx_a.shape[0], -1, idx_a.shape[2])
 
 
 def _group_weight_derivatives(points: Tensor, group: LevelGroup) -> list[Tensor]:
@@ -252,9 +271,9 @@ def _gather(table: Tensor, idx: Tensor, group: LevelGroup) -> Tensor:
 
 def _scatter_add(grad_table: Tensor, idx: Tensor, values: list[Tensor], group: LevelGroup) -> None:
     """``grad_table[f, idx] += values[f]`` for every feature (each ``values[f]`` shaped like ``idx``)."""
-    flat = idx.view(-1)
+    flat = idx.view(-1).long()  # scatter_add_ wants int64; its CPU loop is ~2x index_add_'s
     per_level = flat.numel() // group.count
-    tasks = [functools.partial(grad_table[f].index_add_, 0, flat[a * per_level:b * per_level],
+    tasks = [functools.partial(grad_table[f].scatter_add_, 0, flat[a * per_level:b * per_level],
                                values[f].reshape(-1)[a * per_level:b * per_level])
              for f in range(len(values)) for a, b in _level_pieces(group, len(values), grad_table.device)]
     _run_parallel(tasks)
