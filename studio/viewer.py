@@ -65,14 +65,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def splat_arrays(scene: SplatScene, t: float) -> dict[str, np.ndarray]:
     """What viser's ``add_gaussian_splats`` takes for ``scene`` at time ``t``: centers ``[N, 3]``,
-    covariances ``[N, 3, 3]``, rgbs ``[N, 3]`` in [0, 1], opacities ``[N, 1]``."""
+    covariances ``[N, 3, 3]``, rgbs ``[N, 3]`` in [0, 1], opacities ``[N, 1]``.
+
+    Covariances come as float16, the precision viser sends them in: small splats' covariances are
+    subnormal halves, which numpy converts in software (10 ms per 50k splats, every frame of playback,
+    on the thread that shares the GIL with the window); torch converts them in hardware, bit for bit the same.
+    """
     import torch
 
     with torch.no_grad():
         gaussians = scene.gaussians_at(t).detach().to("cpu")
         return {
             "centers": gaussians.means.float().numpy(),
-            "covariances": gaussians.covariances().float().numpy(),
+            "covariances": gaussians.covariances().half().numpy(),
             "rgbs": gaussians.base_colors.float().numpy(),
             "opacities": gaussians.opacities.float().numpy()[:, None],
         }

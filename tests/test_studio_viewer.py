@@ -56,6 +56,9 @@ def test_splat_scene_streams_its_gaussians_at_the_requested_time():
     a, b = splat_arrays(ball, 0.0), splat_arrays(ball, 0.5)
     assert a["centers"].shape == (500, 3) and a["covariances"].shape == (500, 3, 3)
     assert a["opacities"].shape == (500, 1) and a["rgbs"].min() >= 0 and a["rgbs"].max() <= 1
+    # float16 as viser sends them, converted exactly as numpy would (its own conversion is the slow one)
+    exact = ball.gaussians_at(0.0).covariances().numpy().astype(np.float16)
+    assert a["covariances"].dtype == np.float16 and np.array_equal(a["covariances"], exact)
     # the ball has dropped by its bounce height at t = 0.5
     assert a["centers"][:, 2].mean() - b["centers"][:, 2].mean() == pytest.approx(ball.height, abs=1e-4)
 
