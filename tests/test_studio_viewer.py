@@ -85,6 +85,46 @@ def test_mesh_scenes_are_meshed_once_per_frame(viewer):
     assert viewer.displayed_time == 0.25
 
 
+class CountingBall(BouncingBall):
+    def __init__(self, count: int) -> None:
+        super().__init__(count=count)
+        self.calls: list[float] = []
+
+    def gaussians_at(self, t):
+        self.calls.append(t)
+        return super().gaussians_at(t)
+
+
+def test_splat_frames_are_computed_once_and_sent_again_from_the_cache(viewer):
+    ball = CountingBall(300)
+    viewer.show(ball, 0.25)
+    assert viewer.wait_idle()
+    sent = viewer._handle.buffer.copy()
+    for t in (0.5, 0.25):
+        viewer.set_time(t)
+        assert viewer.wait_idle()
+    assert ball.calls == [0.25, 0.5]
+    assert viewer.displayed_time == 0.25 and np.array_equal(viewer._handle.buffer, sent)
+    viewer.show(ball, 0.25)  # showing a scene again starts afresh (it may have changed)
+    assert viewer.wait_idle()
+    assert ball.calls == [0.25, 0.5, 0.25]
+
+
+def test_the_splat_cache_keeps_to_its_memory():
+    viewer = Viewer(splat_cache_mb=2.5 * 300 * 32 / 2**20)  # room for two frames of 300 splats
+    try:
+        ball = CountingBall(300)
+        viewer.show(ball, 0.0)
+        for t in (0.25, 0.5, 0.0, 0.25):
+            assert viewer.wait_idle()
+            viewer.set_time(t)
+        assert viewer.wait_idle()
+        assert ball.calls == [0.0, 0.25, 0.5, 0.0, 0.25]  # a third frame drops the oldest
+        assert len(viewer._splat_cache) == 2
+    finally:
+        viewer.close()
+
+
 def test_a_broken_scene_reports_an_error_and_the_viewer_survives(viewer):
     class Broken(MeshOnlyScene):
         def to_mesh(self, t, resolution=128):
