@@ -87,6 +87,20 @@ def splat_arrays(scene: SplatScene, t: float) -> dict[str, np.ndarray]:
         }
 
 
+def warm_up_meshing() -> None:
+    """Import what showing a scene without splats needs (marching cubes, trimesh for the coloured proxy).
+
+    The viewer thread calls it as it starts, while the studio starts too: done at a job's first scene update
+    instead, these imports (scipy and networkx behind trimesh, 0.4 s) held the GIL for over 70 ms at a
+    stretch and froze the window's event loop in the middle of a run.
+    """
+    import contextlib
+
+    with contextlib.suppress(ImportError):  # a build without them shows splat scenes only
+        import skimage.measure  # noqa: F401
+        import trimesh  # noqa: F401
+
+
 class Viewer:
     """A viser server showing one scene at one time.
 
@@ -343,6 +357,7 @@ class Viewer:
         self._wake.notify_all()
 
     def _draw_loop(self) -> None:
+        warm_up_meshing()
         while True:
             with self._wake:
                 while self._drawn_generation == self._generation and not self._closed:
