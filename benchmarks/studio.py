@@ -10,6 +10,9 @@ Figures:
 - ``worst_gap_gui_cpu_ms`` / ``worst_gap_cpu_wait_ms`` (Linux): during that longest gap, how long the GUI
   thread ran (the studio's own work) and how long it was ready but waiting for a CPU (other threads and
   programs had them). On a shared machine the second is most of the gap; only the first is the studio's.
+- ``worst_gap_blocked_ms`` (Linux): the rest of that gap, when the GUI thread could not run at all: waiting
+  for the GIL (or a lock) that one of the studio's own threads held, often while that thread itself waited
+  for a CPU (and the measuring loop's own 1 ms sleeps).
 - ``job_fraction``: how far the job got by the end of the window.
 
 Run: ``python -m benchmarks.studio [--quick] [--json PATH]``.
@@ -124,6 +127,8 @@ def main() -> None:
         figures["event_loop_max_gap_ms"] = 1000 * gap
         figures["worst_gap_gui_cpu_ms"] = 1000 * ran
         figures["worst_gap_cpu_wait_ms"] = 1000 * waited
+        if ran or waited:  # the kernel said
+            figures["worst_gap_blocked_ms"] = 1000 * max(0.0, gap - ran - waited)
         figures["job_running"] = float(job is not None and not job.finished)
         figures["job_fraction"] = job.fraction if job is not None else 0.0
     finally:

@@ -2,8 +2,12 @@
 
 It speaks only the `Scene` protocol: a scene that offers ``gaussians_at(t)`` (a
 :class:`~renderers.scene.SplatScene`) streams as Gaussian splats; any other scene shows
-``to_mesh(t)``, cached per frame because meshing a field is slow. Updates run on one background
-thread and coalesce, so scrubbing never queues up stale frames: only the latest request is drawn.
+``to_mesh(t)``, cached per frame because meshing a field is slow. Splat frames already sent are kept
+too (viser's packed buffer, 32 bytes a splat, within ``splat_cache_mb``), so a playing loop computes
+each frame once and then only re-sends it; each frame updates the one splat node in place. Updates run
+on one background thread and coalesce, so scrubbing never queues up stale frames: only the latest
+request is drawn. That thread shares the GIL with the window's event loop: the less Python it runs
+per frame, the less often the window waits for it.
 When a scene without splats (a field, a voxel volume) is shown and the camera or time comes to
 rest, the viewer renders the scene itself at that camera (``Scene.render``) and shows it as the
 background image with depth, hiding the mesh proxy; any movement brings the proxy back.
@@ -65,17 +69,36 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def splat_arrays(scene: SplatScene, t: float) -> dict[str, np.ndarray]:
     """What viser's ``add_gaussian_splats`` takes for ``scene`` at time ``t``: centers ``[N, 3]``,
-    covariances ``[N, 3, 3]``, rgbs ``[N, 3]`` in [0, 1], opacities ``[N, 1]``."""
+    covariances ``[N, 3, 3]``, rgbs ``[N, 3]`` in [0, 1], opacities ``[N, 1]``.
+
+    Covariances come as float16, the precision viser sends them in: small splats' covariances are
+    subnormal halves, which numpy converts in software (10 ms per 50k splats, every frame of playback,
+    on the thread that shares the GIL with the window); torch converts them in hardware, bit for bit the same.
+    """
     import torch
 
     with torch.no_grad():
         gaussians = scene.gaussians_at(t).detach().to("cpu")
         return {
             "centers": gaussians.means.float().numpy(),
-            "covariances": gaussians.covariances().float().numpy(),
+            "covariances": gaussians.covariances().half().numpy(),
             "rgbs": gaussians.base_colors.float().numpy(),
             "opacities": gaussians.opacities.float().numpy()[:, None],
         }
+
+
+def warm_up_meshing() -> None:
+    """Import what showing a scene without splats needs (marching cubes, trimesh for the coloured proxy).
+
+    The viewer thread calls it as it starts, while the studio starts too: done at a job's first scene update
+    instead, these imports (scipy and networkx behind trimesh, 0.4 s) held the GIL for over 70 ms at a
+    stretch and froze the window's event loop in the middle of a run.
+    """
+    import contextlib
+
+    with contextlib.suppress(ImportError):  # a build without them shows splat scenes only
+        import skimage.measure  # noqa: F401
+        import trimesh  # noqa: F401
 
 
 class Viewer:
@@ -86,14 +109,15 @@ class Viewer:
         port: TCP port; a free one when None.
         mesh_resolution: resolution passed to ``to_mesh`` for scenes without splats.
         mesh_cache_size: how many per-frame meshes to keep.
+        splat_cache_mb: memory for splat frames already sent (the current scene's; oldest dropped first).
         render_at_rest: render non-splat scenes at the client's camera once it has rested ``rest_delay_s``.
         rest_size: the longer side, in pixels, of that render.
         turntable_degrees_per_s: how fast the ``turntable`` preset orbits.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, mesh_resolution: int = 96,
-                 mesh_cache_size: int = 64, render_at_rest: bool = True, rest_delay_s: float = 0.5,
-                 rest_size: int = 320, turntable_degrees_per_s: float = 30.0) -> None:
+                 mesh_cache_size: int = 64, splat_cache_mb: float = 256.0, render_at_rest: bool = True,
+                 rest_delay_s: float = 0.5, rest_size: int = 320, turntable_degrees_per_s: float = 30.0) -> None:
         import viser
 
         self.host = host
@@ -108,6 +132,12 @@ class Viewer:
         self.mesh_resolution = mesh_resolution
         self._mesh_cache: OrderedDict[tuple[int, float], object] = OrderedDict()
         self._mesh_cache_size = mesh_cache_size
+        # Packed splat buffers by time, for the scene of the show() call numbered _splat_cache_shown. Only the
+        # draw thread touches them; show() only counts (_shown), so the two never race.
+        self._splat_cache: OrderedDict[float, np.ndarray] = OrderedDict()
+        self._splat_cache_bytes = 0
+        self._splat_cache_limit = int(splat_cache_mb * 2**20)
+        self._splat_cache_shown = self._shown = 0
         self.scene: Scene | None = None
         self.requested_time = 0.0
         #: The time of the frame the viewer shows now (None before the first frame is drawn).
@@ -157,6 +187,7 @@ class Viewer:
         with self._wake:
             self.scene = scene
             self._mesh_cache.clear()
+            self._shown += 1
             if t is not None:
                 self.requested_time = float(t)
             self._request()
@@ -326,13 +357,17 @@ class Viewer:
         self._wake.notify_all()
 
     def _draw_loop(self) -> None:
+        warm_up_meshing()
         while True:
             with self._wake:
                 while self._drawn_generation == self._generation and not self._closed:
                     self._wake.wait()
                 if self._closed:
                     return
-                generation, scene, t = self._generation, self.scene, self.requested_time
+                generation, scene, t, shown = self._generation, self.scene, self.requested_time, self._shown
+            if shown != self._splat_cache_shown:
+                self._splat_cache.clear()
+                self._splat_cache_bytes, self._splat_cache_shown = 0, shown
             start = time.perf_counter()
             try:
                 self._draw(scene, t)
@@ -351,13 +386,7 @@ class Viewer:
             self._clear()
             return
         if isinstance(scene, SplatScene):
-            arrays = splat_arrays(scene, t)
-            if len(arrays["centers"]) == 0:
-                self._clear()
-                return
-            if self.rest_render is not None:
-                self._hide_rest_render()
-            self._handle = self.server.scene.add_gaussian_splats(SCENE_NODE, **arrays)
+            self._draw_splats(scene, t)
             return
         mesh = self._mesh_at(scene, t)
         if mesh.is_empty:  # e.g. a field early in a fit: no proxy, only the full render once at rest
@@ -373,6 +402,37 @@ class Viewer:
                                                              color=(150, 160, 175), cast_shadow=False,
                                                              receive_shadow=False)
         self._after_proxy_drawn()
+
+    def _draw_splats(self, scene: SplatScene, t: float) -> None:
+        """Splats at ``t``: a frame sent before is re-sent from the cache, a new one computed and kept."""
+        import viser
+
+        splats = self._handle if isinstance(self._handle, viser.GaussianSplatHandle) else None
+        key = round(t, 6)
+        buffer = self._splat_cache.get(key) if splats is not None else None
+        if buffer is None:
+            arrays = splat_arrays(scene, t)
+            if len(arrays["centers"]) == 0:
+                self._clear()
+                return
+        if self.rest_render is not None:
+            self._hide_rest_render()
+        if buffer is not None:
+            self._splat_cache.move_to_end(key)
+            splats.buffer = buffer
+            return
+        if splats is None:
+            self._handle = splats = self.server.scene.add_gaussian_splats(SCENE_NODE, **arrays)
+        else:  # the same node, new contents (viser's per-frame path; a cached frame goes the same way)
+            splats.set_gaussians(**arrays)
+        self._keep_splats(key, splats.buffer.copy())  # a copy: viser updates the node's buffer in place
+
+    def _keep_splats(self, key: float, buffer: np.ndarray) -> None:
+        old = self._splat_cache.pop(key, None)
+        self._splat_cache_bytes += buffer.nbytes - (old.nbytes if old is not None else 0)
+        self._splat_cache[key] = buffer
+        while self._splat_cache_bytes > self._splat_cache_limit and self._splat_cache:
+            self._splat_cache_bytes -= self._splat_cache.popitem(last=False)[1].nbytes
 
     def _after_proxy_drawn(self) -> None:
         for client in self.server.get_clients().values():

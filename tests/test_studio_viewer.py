@@ -56,6 +56,9 @@ def test_splat_scene_streams_its_gaussians_at_the_requested_time():
     a, b = splat_arrays(ball, 0.0), splat_arrays(ball, 0.5)
     assert a["centers"].shape == (500, 3) and a["covariances"].shape == (500, 3, 3)
     assert a["opacities"].shape == (500, 1) and a["rgbs"].min() >= 0 and a["rgbs"].max() <= 1
+    # float16 as viser sends them, converted exactly as numpy would (its own conversion is the slow one)
+    exact = ball.gaussians_at(0.0).covariances().numpy().astype(np.float16)
+    assert a["covariances"].dtype == np.float16 and np.array_equal(a["covariances"], exact)
     # the ball has dropped by its bounce height at t = 0.5
     assert a["centers"][:, 2].mean() - b["centers"][:, 2].mean() == pytest.approx(ball.height, abs=1e-4)
 
@@ -80,6 +83,46 @@ def test_mesh_scenes_are_meshed_once_per_frame(viewer):
     assert viewer.wait_idle()
     assert scene.mesh_calls == [0.25, 0.5]
     assert viewer.displayed_time == 0.25
+
+
+class CountingBall(BouncingBall):
+    def __init__(self, count: int) -> None:
+        super().__init__(count=count)
+        self.calls: list[float] = []
+
+    def gaussians_at(self, t):
+        self.calls.append(t)
+        return super().gaussians_at(t)
+
+
+def test_splat_frames_are_computed_once_and_sent_again_from_the_cache(viewer):
+    ball = CountingBall(300)
+    viewer.show(ball, 0.25)
+    assert viewer.wait_idle()
+    sent = viewer._handle.buffer.copy()
+    for t in (0.5, 0.25):
+        viewer.set_time(t)
+        assert viewer.wait_idle()
+    assert ball.calls == [0.25, 0.5]
+    assert viewer.displayed_time == 0.25 and np.array_equal(viewer._handle.buffer, sent)
+    viewer.show(ball, 0.25)  # showing a scene again starts afresh (it may have changed)
+    assert viewer.wait_idle()
+    assert ball.calls == [0.25, 0.5, 0.25]
+
+
+def test_the_splat_cache_keeps_to_its_memory():
+    viewer = Viewer(splat_cache_mb=2.5 * 300 * 32 / 2**20)  # room for two frames of 300 splats
+    try:
+        ball = CountingBall(300)
+        viewer.show(ball, 0.0)
+        for t in (0.25, 0.5, 0.0, 0.25):
+            assert viewer.wait_idle()
+            viewer.set_time(t)
+        assert viewer.wait_idle()
+        assert ball.calls == [0.0, 0.25, 0.5, 0.0, 0.25]  # a third frame drops the oldest
+        assert len(viewer._splat_cache) == 2
+    finally:
+        viewer.close()
 
 
 def test_a_broken_scene_reports_an_error_and_the_viewer_survives(viewer):
