@@ -17,7 +17,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     from pipelines.diffusion2.config import Diffusion2Config
     from pipelines.diffusion2.denoisers import PriorDenoiser
-    from pipelines.diffusion2.reconstruct import MatrixFit, matrix_cameras
+    from pipelines.diffusion2.reconstruct import matrix_cameras, matrix_fit
     from pipelines.diffusion2.sampler import SamplerSettings, composed_direction
     from pipelines.models.field_dit import FieldDiT, FieldPriorArch
     from pipelines.models.text import PromptTokenizer
@@ -47,7 +47,7 @@ def main() -> None:
 
     matrix = torch.rand(V, F, S, S, 3)
     masks = (torch.rand(V, F, S, S, 1) > 0.5).float()
-    fit = MatrixFit(matrix, masks, cameras, rc.__class__(**{**rc.__dict__, "warmup_steps": 0}), 0.0)
+    fit = matrix_fit(matrix, masks, cameras, rc.__class__(**{**rc.__dict__, "warmup_steps": 0}), 0.0)
     fit_step_s = median_time(fit.step, repeats=3 if args.quick else 10)
     steps = rc.steps
     figures = {"matrix_pass_s": pass_s, "preview_sampling_s_est": sampling_s, "fit_step_s": fit_step_s,

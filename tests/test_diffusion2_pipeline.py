@@ -116,6 +116,26 @@ def test_resume_mid_sampling_gives_the_same_matrix(tiny_models, tmp_path, monkey
     assert np.array_equal(iio.imread(tmp_path / "b" / "matrix.png"), iio.imread(tmp_path / "a" / "matrix.png"))
 
 
+def test_resume_mid_reconstruction_goes_on_from_the_fit(tiny_models, tmp_path, monkeypatch):
+    """A run stopped after its fourth fitting step (past warm-up: the deformation field is in the checkpoint)
+    resumes the fit from that checkpoint and runs only the remaining steps."""
+    monkeypatch.setenv("FOURD_MODELS_DIR", str(tiny_models))
+    image = {"image": str(asset_path("examples", "red_ball.png"))}
+    config = Diffusion2Config.preset("preview").override(_flat(TINY))
+    gen = resolve(get_pipeline("image-to-4d").entry)(image, config, RunContext(tmp_path, checkpoint_every_steps=1))
+    fitting = 0
+    for event in gen:  # the fifth fitting step's Progress comes before its checkpoint: the fourth one's is saved
+        fitting += isinstance(event, Progress) and event.stage == "reconstruction"
+        if fitting == 5:
+            break
+    gen.close()
+    scene, events = run_pipeline("image-to-4d", image, tmp_path)
+    assert any("resumed from the checkpoint after step 7 of 9" in getattr(e, "message", "") for e in events)
+    stages = [e.stage for e in events if isinstance(e, Progress)]
+    assert stages == ["reconstruction"] * 2
+    assert scene.deformation is not None
+
+
 def test_two_sampling_processes_give_the_one_process_matrix(tiny_models, tmp_path, monkeypatch):
     """sampling.processes=2: the job's process is rank 0 of a gloo group and spawns its follower; the matrix
     (and so the whole run) is the one a single process samples, and the follower is gone afterwards."""

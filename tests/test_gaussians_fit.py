@@ -100,3 +100,17 @@ def test_fit_generalises_to_held_out_cameras_and_times(fitted, tmp_path_factory)
     # The issue's bar, at each held-out time from held-out cameras. Measured 35.2 / 32.5 dB for this seed;
     # seeds 1-6 gave 32.5-38.7 dB per held-out time (30.3 dB the worst single camera).
     assert min(scores) >= 28.0, scores
+
+
+def test_state_restores_the_fit_for_a_resume(fitted):
+    """A fresh fit given a finished one's ``state()`` renders the same scene and goes on from its step
+    (what a checkpointed Diffusion² reconstruction resumes with)."""
+    fit = fitted["fit"]
+    fresh = GaussianFit(analytic_scene(0.0), fit.field.config, fit.cameras, fit.times, fit.images,
+                        settings=fit.settings)
+    fresh.load_state(fit.state(), fit.step_count - 1)
+    assert fresh.step_count == fit.step_count - 1 and not fresh.warming_up
+    cams = held_out_cameras()
+    with torch.no_grad():
+        assert torch.allclose(fresh.scene().render(cams, 0.3125).rgb, fit.scene().render(cams, 0.3125).rgb)
+    assert np.isfinite(fresh.run()).all() and fresh.step_count == fit.settings.steps

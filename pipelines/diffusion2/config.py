@@ -49,10 +49,12 @@ class ReconstructionConfig:
     images_per_step: int = field(default=4, metadata={"help": "matrix entries rendered per step"})
     lr_means: float = field(default=1.6e-3, metadata={"help": "learning rate of positions"})
     lr_deformation: float = field(default=2e-3, metadata={"help": "learning rate of the deformation field"})
+    lr_final: float = field(default=0.1, metadata={"help": "factor the position / deformation LRs decay to"})
     canonical_lr_scale: float = field(default=0.1, metadata={"help": "canonical LR factor after warm-up"})
     far_loss_scale: float = field(default=0.5, metadata={"help": "loss scale away from the reference view/frame"})
     ssim_weight: float = field(default=0.2, metadata={"help": "lambda of D-SSIM in the photometric loss"})
     mask_weight: float = field(default=1.0, metadata={"help": "weight of the alpha-mask loss"})
+    smoothness_weight: float = field(default=1.0, metadata={"help": "deformation's temporal smoothness weight"})
     deformation: Literal["mlp", "hexplane"] = field(default="mlp", metadata={"help": "deformation field kind"})
     deformation_width: int = field(default=64, metadata={"help": "deformation MLP width"})
     deformation_depth: int = field(default=2, metadata={"help": "deformation MLP depth"})
@@ -146,6 +148,8 @@ class Diffusion2Config(Config):
             raise ValueError("'sampling.rollback_steps' must be between 0 and 'sampling.steps'")
         if not 0 <= r.warmup_steps <= r.steps:
             raise ValueError("'reconstruction.warmup_steps' must be between 0 and 'reconstruction.steps'")
+        if not 0 < r.lr_final <= 1:
+            raise ValueError("'reconstruction.lr_final' must be in (0, 1]")
         for name, value in (("sampling.composition_weight", s.composition_weight), ("fill", self.fill)):
             if not 0 <= value <= 1:
                 raise ValueError(f"'{name}' must be between 0 and 1")

@@ -11,11 +11,17 @@ coloured from the images), then:
 
 Loss: (1 - lambda) L1 + lambda D-SSIM over the background the priors used, plus an alpha-mask term;
 3DGS densification (``renderers.densify``) during the first part of the fit.
+
+The loop itself is :class:`renderers.gaussian_fit.GaussianFit` (frame epochs, position / deformation LR decay,
+time frequencies capped at the frames' Nyquist limit, temporal smoothness); this module holds only what is
+Diffusion²'s: the carved start, the loss, the per-entry loss scales and the config's settings
+(:func:`matrix_fit`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,14 +30,14 @@ from torch import Tensor
 from pipelines.diffusion2.config import ReconstructionConfig
 from pipelines.world.metrics import ssim
 from renderers.cameras import Cameras, orbit_cameras
-from renderers.deformation import DeformationConfig, deform_gaussians, make_deformation
-from renderers.densify import Densifier, DensifyConfig
-from renderers.gaussian_scene import DeformableGaussianScene
-from renderers.rasterize import render_gaussians
+from renderers.deformation import DeformationConfig
+from renderers.densify import DensifyConfig
+from renderers.gaussian_fit import GaussianFit, GaussianFitSettings
+from renderers.rasterize import Rasterization
 from renderers.splats import GaussianSet, rgb_to_sh_dc
 
-PARAMS = ("means", "quats", "log_scales", "opacity_logits", "sh")
-LR = {"quats": 1e-3, "log_scales": 5e-3, "opacity_logits": 5e-2, "sh": 2.5e-3}  # 3DGS's rates (means: config)
+# 3DGS's rates (positions and the deformation: the config's)
+LR = {"lr_quats": 1e-3, "lr_log_scales": 5e-3, "lr_opacity_logits": 5e-2, "lr_sh": 2.5e-3}
 
 
 def matrix_cameras(views: int, elevation: float, distance: float, fovy: float, size: int) -> Cameras:
@@ -77,97 +83,62 @@ def carve_gaussians(images: Tensor, masks: Tensor, cameras: Cameras, n: int, gen
                        rgb_to_sh_dc(rgb.clamp(0.02, 0.98))[:, None])
 
 
-class MatrixFit:
-    """The optimisation state of stage 2 and one :meth:`step` of it.
+def fit_settings(config: ReconstructionConfig, seed: int = 0) -> GaussianFitSettings:
+    """The fitting loop's settings from stage 2's config: 3DGS's rates for rotations, scales, opacities
+    and colours, the config's for positions and the deformation, its densification schedule."""
+    return GaussianFitSettings(
+        steps=config.steps, warmup_steps=config.warmup_steps, views_per_step=config.images_per_step,
+        lr_means=config.lr_means, lr_deformation=config.lr_deformation, lr_final=config.lr_final,
+        canonical_lr_scale=config.canonical_lr_scale, smoothness_weight=config.smoothness_weight,
+        densify=DensifyConfig(start=config.densify_interval, interval=config.densify_interval,
+                              stop=int(config.densify_until * config.steps), opacity_reset_interval=10 ** 9),
+        scene_extent=1.0, seed=seed, **LR)
 
-    ``images`` ``[V, F, H, W, 3]`` (over ``background``), ``masks`` ``[V, F, H, W, 1]``.
-    """
 
-    def __init__(self, images: Tensor, masks: Tensor, cameras: Cameras, config: ReconstructionConfig,
-                 background: float, seed: int = 0, device: torch.device | str = "cpu") -> None:
-        self.images, self.masks, self.cameras, self.config = images, masks, cameras, config
-        self.views, self.frames = images.shape[:2]
-        self.times = matrix_times(self.frames)
-        self.device = torch.device(device)
-        self.background = torch.full((3,), float(background), device=self.device)
-        self.generator = torch.Generator().manual_seed(seed)
-        init = carve_gaussians(images[:, 0], masks[:, 0], cameras, config.gaussians, self.generator)
-        self.params = {k: getattr(init, k).to(self.device).requires_grad_() for k in PARAMS}
-        self.field = make_deformation(DeformationConfig(
-            kind=config.deformation, width=config.deformation_width, depth=config.deformation_depth,
-            pos_frequencies=6, time_frequencies=4)).to(self.device)
-        self._make_optimizers(1.0)
-        self.densifier = Densifier(DensifyConfig(start=config.densify_interval, interval=config.densify_interval,
-                                                 stop=int(config.densify_until * config.steps),
-                                                 opacity_reset_interval=10 ** 9), 1.0, self.generator)
-        self.step_count = 0
+def matrix_weights(views: int, frames: int, far_loss_scale: float) -> Tensor:
+    """Per-entry loss scales ``[V, F]``: 1 on the reference view (v = 0) and frame (f = 0), ``far_loss_scale``
+    elsewhere (Sec. 3.4: "a reduced ... loss scale away from the reference view and frame")."""
+    weights = torch.full((views, frames), float(far_loss_scale))
+    weights[0, :] = 1.0
+    weights[:, 0] = 1.0
+    return weights
 
-    def _make_optimizers(self, scale: float) -> None:
-        lrs = dict(LR, means=self.config.lr_means)
-        self.optimizer = torch.optim.Adam([{"params": [self.params[k]], "lr": lrs[k] * scale, "name": k}
-                                           for k in PARAMS], eps=1e-15)
-        self.field_optimizer = torch.optim.Adam(self.field.parameters(), lr=self.config.lr_deformation)
 
-    @property
-    def warming_up(self) -> bool:
-        return self.step_count < self.config.warmup_steps
+@dataclass(frozen=True)
+class MatrixLoss:
+    """Sec. 3.4's photometric loss, (1 - lambda) L1 + lambda D-SSIM (3DGS's), plus ``mask_weight`` times the
+    squared error of the rendered alpha against the subject mask; every term scaled per image by ``weight``."""
 
-    def gaussians(self) -> GaussianSet:
-        return GaussianSet(*(self.params[k] for k in PARAMS))
+    ssim_weight: float = 0.2
+    mask_weight: float = 1.0
 
-    def scene(self) -> DeformableGaussianScene:
-        """The current result as a detached scene (deformation switched on once warm-up is over)."""
-        field = None
-        if not self.warming_up:
-            field = make_deformation(self.field.config)
-            field.load_state_dict(self.field.state_dict())
-        gaussians = GaussianSet(*(self.params[k].detach().clone() for k in PARAMS))
-        return DeformableGaussianScene(gaussians, field, tile_size=8)
-
-    def step(self) -> dict[str, float]:
-        """One optimisation step; returns its losses."""
-        cfg = self.config
-        g = self.generator
-        if self.step_count == cfg.warmup_steps and cfg.warmup_steps > 0:
-            self._make_optimizers(cfg.canonical_lr_scale)   # Sec. 3.4: reduced canonical LR after warm-up
-        k = min(cfg.images_per_step, self.views)
-        views = torch.randperm(self.views, generator=g)[:k]
-        f = 0 if self.warming_up else int(torch.randint(0, self.frames, (1,), generator=g))
-        field = None if self.warming_up else self.field
-        moved = deform_gaussians(self.gaussians(), field, self.times[f])
-        cams = Cameras(self.cameras.c2w[views], self.cameras.K[views], self.cameras.width, self.cameras.height)
-        out = render_gaussians(moved, cams.to(self.device), background=self.background, tile_size=8)
-        target = self.images[views, f].to(self.device)
-        mask = self.masks[views, f].to(self.device)
-        # Sec. 3.4: a reduced loss scale away from the reference view (v = 0) and frame (f = 0).
-        weight = torch.where((views == 0) | (f == 0), 1.0, cfg.far_loss_scale).to(self.device)
+    def __call__(self, out: Rasterization, target: Tensor, mask: Tensor | None,
+                 weight: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         l1 = ((out.rgb - target).abs().mean((1, 2, 3)) * weight).mean()
         d_ssim = ((1 - ssim(out.rgb, target)) * weight).mean()
-        mask_loss = ((out.alpha - mask).square().mean((1, 2, 3)) * weight).mean()
-        loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * d_ssim + cfg.mask_weight * mask_loss
-        self.optimizer.zero_grad(set_to_none=True)
-        self.field_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.densifier.step(self.step_count + 1, self.params, self.optimizer, out)
-        self.optimizer.step()
-        if field is not None:
-            self.field_optimizer.step()
-        self.step_count += 1
-        return {"loss": loss.item(), "l1": l1.item(), "mask": mask_loss.item(), "gaussians": float(len(moved))}
+        loss = (1 - self.ssim_weight) * l1 + self.ssim_weight * d_ssim
+        parts = {"l1": l1, "d_ssim": d_ssim}
+        if mask is not None:
+            mask_loss = ((out.alpha - mask).square().mean((1, 2, 3)) * weight).mean()
+            loss = loss + self.mask_weight * mask_loss
+            parts["mask"] = mask_loss
+        return loss, parts
 
-    # ------------------------------------------------------------------ checkpoints
-    def state(self) -> dict[str, Tensor]:
-        state = {f"gaussians.{k}": v.detach() for k, v in self.params.items()}
-        state |= {f"field.{k}": v for k, v in self.field.state_dict().items()}
-        return state
 
-    def load_state(self, state: dict[str, Tensor], step: int) -> None:
-        """Restore parameters saved by :meth:`state` after ``step`` steps (Adam moments start afresh)."""
-        self.params = {k: state[f"gaussians.{k}"].to(self.device).clone().requires_grad_() for k in PARAMS}
-        self.field.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("field.")})
-        self.step_count = step
-        self._make_optimizers(1.0 if self.warming_up else self.config.canonical_lr_scale)
-        self.densifier.stats = None
+def matrix_fit(images: Tensor, masks: Tensor, cameras: Cameras, config: ReconstructionConfig, background: float,
+               seed: int = 0, device: torch.device | str = "cpu") -> GaussianFit:
+    """Stage 2 as a :class:`~renderers.gaussian_fit.GaussianFit` over the matrix ``images`` ``[V, F, H, W, 3]``
+    (over ``background``) with subject ``masks`` ``[V, F, H, W, 1]``, seen by ``cameras`` [V] at
+    :func:`matrix_times`; canonical Gaussians carved from the reference frame's views."""
+    views, frames = images.shape[:2]
+    initial = carve_gaussians(images[:, 0], masks[:, 0], cameras, config.gaussians,
+                              torch.Generator().manual_seed(seed))
+    deformation = DeformationConfig(kind=config.deformation, width=config.deformation_width,
+                                    depth=config.deformation_depth, pos_frequencies=6, time_frequencies=4)
+    return GaussianFit(initial, deformation, cameras, matrix_times(frames), images, masks=masks,
+                       settings=fit_settings(config, seed), background=torch.full((3,), float(background)),
+                       weights=matrix_weights(views, frames, config.far_loss_scale),
+                       loss=MatrixLoss(config.ssim_weight, config.mask_weight), device=device)
 
 
 def masks_from_images(images: Tensor, background: float, threshold: float = 0.08) -> Tensor:
