@@ -26,6 +26,26 @@ def _isolated_data_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FOURD_HOME", str(tmp_path_factory.mktemp("fourd_home")))
 
 
+_SESSION_THREADS: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored(request):
+    """Every test starts with the session's intra-op thread count: a test (or code under test) that leaves
+    torch on one thread would otherwise change the float summation order, and so the results, of every test
+    after it (the Gaussian fitting test scores 24 dB instead of 32 on one thread)."""
+    import torch
+
+    if not _SESSION_THREADS:
+        _SESSION_THREADS.append(torch.get_num_threads())
+    torch.set_num_threads(_SESSION_THREADS[0])
+    yield
+    if torch.get_num_threads() != _SESSION_THREADS[0]:
+        request.node.user_properties.append(("left_torch_threads", torch.get_num_threads()))
+        print(f"\n{request.node.nodeid} left torch on {torch.get_num_threads()} thread(s)")
+        torch.set_num_threads(_SESSION_THREADS[0])
+
+
 @pytest.fixture
 def make_studio_model(tmp_path, monkeypatch):
     """``make(runner=None, viewer=True)``: a Qt-free studio model on the in-process jobs stand-in (runs under

@@ -102,3 +102,11 @@ def test_fourd_world_commands_build_a_dataset_and_a_contact_sheet(tmp_path, caps
     assert main(["world", "sheet", str(tmp_path / "sheet.png"), "--seeds", "1", "2", "--frames", "3",
                  "--resolution", "12"]) == 0
     assert iio.imread(tmp_path / "sheet.png").shape == (24, 36, 3)
+
+
+def test_building_in_process_keeps_the_callers_torch_threads(tmp_path):
+    # shards are rendered on one thread; a training process that renders one itself must get its threads back
+    torch.set_num_threads(2)
+    data = WorldDataset("matrix", "train", 2, resolution=10, views=2, frames=2, cache_dir=tmp_path, shard_size=2)
+    data.build(workers=1)
+    assert torch.get_num_threads() == 2

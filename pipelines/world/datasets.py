@@ -131,9 +131,16 @@ def _build_worker() -> None:
 
 def _render_shard(args: tuple) -> str:
     path, seeds, layout, resolution, views, frames, voxel_resolution, rig = args
+    # one thread while rendering (the renderer runs one anyway), and the caller's count back afterwards: a
+    # shard rendered in the calling process (one worker, or a shard read lazily) must not leave a training
+    # process on one thread for the rest of its life
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    records = [render_sample(s, layout, resolution, views, frames, voxel_resolution, CameraRig(**rig))
-               for s in seeds]
+    try:
+        records = [render_sample(s, layout, resolution, views, frames, voxel_resolution, CameraRig(**rig))
+                   for s in seeds]
+    finally:
+        torch.set_num_threads(threads)
     arrays = {key: np.stack([r[key] for r in records]) for key in records[0]}
     arrays["seeds"] = np.asarray(seeds, dtype=np.int64)
     path = Path(path)
