@@ -229,10 +229,10 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_KEY = (0, 0)  # (process id, threads): a forked child must not wait on its parent's threads
 
 
-def _run_parallel(tasks: list) -> None:
+def _run_parallel(tasks: list, device: torch.device) -> None:
     global _POOL, _POOL_KEY
     n_threads = torch.get_num_threads()
-    if len(tasks) == 1 or n_threads == 1:
+    if len(tasks) == 1 or n_threads == 1 or device.type != "cpu":
         for task in tasks:
             task()
         return
@@ -248,12 +248,13 @@ def _run_parallel(tasks: list) -> None:
         future.result()
 
 
-def _level_pieces(group: LevelGroup, n_features: int, device: torch.device) -> list[tuple[int, int]]:
-    """Level ranges (within the group) that split a feature's work so features x pieces >= threads."""
+def _work_slices(group: LevelGroup, n_features: int, n_entries: int, device: torch.device) -> list[tuple[int, slice]]:
+    """(feature, range of the level-major corner entries) pairs that split the work of every feature into
+    runs of whole levels, so that features x runs >= threads and no two pairs write the same table entries."""
     n_threads = 1 if device.type != "cpu" else torch.get_num_threads()
-    pieces = min(group.count, max(1, -(-n_threads // n_features)))
-    bounds = [round(i * group.count / pieces) for i in range(pieces + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    runs = min(group.count, max(1, -(-n_threads // n_features)))
+    bounds = [round(i * group.count / runs) * (n_entries // group.count) for i in range(runs + 1)]
+    return [(f, slice(a, b)) for f in range(n_features) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _gather(table: Tensor, idx: Tensor, group: LevelGroup) -> Tensor:
@@ -261,22 +262,18 @@ def _gather(table: Tensor, idx: Tensor, group: LevelGroup) -> Tensor:
     F = table.shape[0]
     flat = idx.view(-1)
     out = table.new_empty(F, flat.numel())
-    per_level = flat.numel() // group.count
-    tasks = [functools.partial(torch.index_select, table[f], 0, flat[a * per_level:b * per_level],
-                               out=out[f, a * per_level:b * per_level])
-             for f in range(F) for a, b in _level_pieces(group, F, table.device)]
-    _run_parallel(tasks)
+    tasks = [functools.partial(torch.index_select, table[f], 0, flat[part], out=out[f, part])
+             for f, part in _work_slices(group, F, flat.numel(), table.device)]
+    _run_parallel(tasks, table.device)
     return out.view(F, *idx.shape)
 
 
 def _scatter_add(grad_table: Tensor, idx: Tensor, values: list[Tensor], group: LevelGroup) -> None:
     """``grad_table[f, idx] += values[f]`` for every feature (each ``values[f]`` shaped like ``idx``)."""
     flat = idx.view(-1).long()  # scatter_add_ wants int64; its CPU loop is ~2x index_add_'s
-    per_level = flat.numel() // group.count
-    tasks = [functools.partial(grad_table[f].scatter_add_, 0, flat[a * per_level:b * per_level],
-                               values[f].reshape(-1)[a * per_level:b * per_level])
-             for f in range(len(values)) for a, b in _level_pieces(group, len(values), grad_table.device)]
-    _run_parallel(tasks)
+    tasks = [functools.partial(grad_table[f].scatter_add_, 0, flat[part], values[f].reshape(-1)[part])
+             for f, part in _work_slices(group, len(values), flat.numel(), grad_table.device)]
+    _run_parallel(tasks, grad_table.device)
 
 
 # Levels are evaluated in pieces of at most this many corner entries (2**D x N x levels), so that the

@@ -41,7 +41,6 @@ def _torch_threads_restored(request):
     torch.set_num_threads(_SESSION_THREADS[0])
     yield
     if torch.get_num_threads() != _SESSION_THREADS[0]:
-        request.node.user_properties.append(("left_torch_threads", torch.get_num_threads()))
         print(f"\n{request.node.nodeid} left torch on {torch.get_num_threads()} thread(s)")
         torch.set_num_threads(_SESSION_THREADS[0])
 
