@@ -15,9 +15,11 @@ which :class:`HashGrid` hands to ``tinycudann`` when it is installed and the inp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -307,7 +309,8 @@ class _HashGridFunction(torch.autograd.Function):
     so each level's rows stay in cache as they would in a loop over levels."""
 
     @staticmethod
-    def forward(ctx, points: Tensor, table: Tensor, groups: tuple[LevelGroup, ...]) -> Tensor:
+    def forward(ctx, points: Tensor, table: Tensor, groups: tuple[LevelGroup, ...], token: Tensor | None = None
+                ) -> Tensor:
         F = table.shape[0]
         N = points.shape[0]
         n_levels = sum(g.count for g in groups)
@@ -324,6 +327,7 @@ class _HashGridFunction(torch.autograd.Function):
         ctx.save_for_backward(points, table)
         ctx.pieces = pieces
         ctx.corners = saved
+        ctx.sink = None if token is None else token.grad_fn  # a _SharedTableGradient node, or None
         return out.view(N, n_levels * F)
 
     @staticmethod
@@ -332,7 +336,15 @@ class _HashGridFunction(torch.autograd.Function):
         points, table = ctx.saved_tensors
         F = table.shape[0]
         N = points.shape[0]
-        grad_table = torch.zeros_like(table) if ctx.needs_input_grad[1] else None
+        grad_table = grad_token = None
+        sink = ctx.sink
+        if sink is not None:
+            grad_token = grad_out.new_zeros(())
+            # only when this backward pass goes on to the table (not, e.g., autograd.grad w.r.t. the points)
+            if torch._C._will_engine_execute_node(sink):
+                grad_table = _SharedTableGradient.buffer(sink, table)
+        elif ctx.needs_input_grad[1]:
+            grad_table = torch.zeros_like(table)
         grad_points = torch.zeros_like(points) if ctx.needs_input_grad[0] else None
         grad_out = grad_out.to(table.dtype).view(N, -1, F)
         for group, corners in zip(ctx.pieces, ctx.corners):
@@ -350,18 +362,65 @@ class _HashGridFunction(torch.autograd.Function):
                 corner_dot = (_gather(table, idx, group) * torch.stack(grads)).sum(0)
                 for d, dw in enumerate(_group_weight_derivatives(points, group)):
                     grad_points[:, d] += (corner_dot * dw.to(table.dtype)).sum((0, 1)).to(points.dtype)
-        return grad_points, grad_table, None
+        if sink is not None:
+            return grad_points, None, None, grad_token
+        return grad_points, grad_table, None, None
 
 
-def hash_grid_encode(points: Tensor, table: Tensor, levels: list[Level]) -> Tensor:
+class _SharedTableGradient(torch.autograd.Function):
+    """One table gradient for every encoding call of a render (see :func:`shared_table_gradient`).
+
+    ``forward(table)`` returns a scalar token that each call takes as an input. Their backward passes
+    scatter into this node's buffer and hand the token a zero; autograd runs this node only after every
+    call that holds the token has run its backward, and it returns the buffer as the table's gradient.
+    The calls of a ray-marched render (one per ray segment) would otherwise each zero a table-sized
+    gradient and autograd would add them up: ~10 ms per call and grid at the paper's 2^19 tables."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor) -> Tensor:
+        ctx.grad = None
+        return table.new_zeros(())
+
+    @staticmethod
+    def buffer(node, table: Tensor) -> Tensor:
+        """The gradient buffer of the node (this Function's ``grad_fn``) that a call scatters into."""
+        if node.grad is None:
+            node.grad = torch.zeros_like(table)
+        return node.grad
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_token: Tensor):
+        grad, ctx.grad = ctx.grad, None  # a second backward pass (retain_graph) starts from zero again
+        return grad
+
+
+@contextlib.contextmanager
+def shared_table_gradient(module: nn.Module) -> Iterator[None]:
+    """Within this block, the torch-path encodings of every :class:`HashGrid` in ``module`` that take part in
+    autograd share one table gradient: a renderer that queries a field several times per image (ray
+    segments, chunks) pays for one zeroed table per grid instead of one per query plus their sum. Values and
+    gradients are those of separate calls (up to float summation order). Re-entrant."""
+    grids = [m for m in module.modules() if isinstance(m, HashGrid) and not m._sharing]
+    for grid in grids:
+        grid._sharing, grid._token = True, None
+    try:
+        yield
+    finally:
+        for grid in grids:
+            grid._sharing, grid._token = False, None
+
+
+def hash_grid_encode(points: Tensor, table: Tensor, levels: list[Level], *, token: Tensor | None = None) -> Tensor:
     """Pure-torch encoding (the reference): ``points`` ``[N, D]`` in [0, 1], ``table`` ``[F, total]`` -> ``[N, L*F]``.
 
     Differentiable in ``table`` and in ``points`` (once; normals by autograd work, their second derivative
-    does not — use finite differences for losses on normals)."""
+    does not — use finite differences for losses on normals). ``token``: from a
+    :class:`_SharedTableGradient` of ``table``, to add the table's gradient to that shared buffer."""
     if points.ndim != 2:
         raise ValueError(f"hash grid expects points [N, D], got {tuple(points.shape)}")
     groups = level_groups(tuple(levels), points.shape[1], points.device)
-    return _HashGridFunction.apply(points, table, groups)
+    return _HashGridFunction.apply(points, table, groups, token)
 
 
 class HashGrid(nn.Module):
@@ -385,6 +444,8 @@ class HashGrid(nn.Module):
         self.table = nn.Parameter(table)
         self.use_tcnn = use_tcnn
         self._tcnn = None
+        self._sharing = False  # inside shared_table_gradient()
+        self._token: Tensor | None = None
 
     @property
     def n_output_dims(self) -> int:
@@ -401,8 +462,15 @@ class HashGrid(nn.Module):
         if encoder is not None:
             out = self._encode_tcnn(encoder, flat)
         else:
-            out = hash_grid_encode(flat, self.table, self.levels)
+            out = hash_grid_encode(flat, self.table, self.levels, token=self._shared_token())
         return out.reshape(*lead, self.n_output_dims)
+
+    def _shared_token(self) -> Tensor | None:
+        if not (self._sharing and self.table.requires_grad and torch.is_grad_enabled()):
+            return None
+        if self._token is None:
+            self._token = _SharedTableGradient.apply(self.table)
+        return self._token
 
     # ---------------------------------------------------------------- tiny-cuda-nn path
     def _tcnn_encoder(self, points: Tensor):

@@ -14,6 +14,7 @@ Everything is pure torch and differentiable with respect to the field.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from renderers.field import Lighting, shade
+from renderers.hash_grid import shared_table_gradient
 
 BOX_DIAGONAL = 2 * math.sqrt(3.0)
 
@@ -197,41 +199,44 @@ def render_rays(field, origins: Tensor, directions: Tensor, t: float, *, occupan
     candidates = int(torch.where(hit, ((far - near) / step - 0.5).ceil().clamp(0, S), 0).sum())
     transmittance = origins.new_ones(R)
     bounds = torch.linspace(0, S, settings.segments + 1).round().long().tolist()
-    for k0, k1 in zip(bounds[:-1], bounds[1:]):
-        if k1 <= k0:
-            continue
-        alive = hit & (transmittance.detach() > settings.early_stop_eps) & (near + k0 * step < far)
-        rays = alive.nonzero().squeeze(1)
-        if rays.numel() == 0:
-            break
-        ks = torch.arange(k0, k1, device=device, dtype=dtype)
-        tv = near[rays, None] + (ks + jitter[rays, k0:k1]) * step  # [A, s]
-        valid = tv < far[rays, None]
-        points = origins[rays, None] + directions[rays, None] * tv[..., None]  # [A, s, 3]
-        if occupancy is not None:
-            valid = valid & occupancy.query(points.reshape(-1, 3)).view_as(valid)
-        flat = valid.reshape(-1).nonzero().squeeze(1)
-        evaluated += flat.numel()
-        t_in = transmittance[rays]
-        if flat.numel() == 0:
-            continue
-        pts = points.reshape(-1, 3)[flat]
-        sigma, albedo = field(pts, t)
-        optical = torch.zeros(rays.numel() * (k1 - k0), device=device, dtype=sigma.dtype)
-        optical = optical.index_put((flat,), sigma * step).view(rays.numel(), k1 - k0)
-        cum = optical.cumsum(1)
-        # T within the segment is exp(-exclusive cumsum); weights w_i = T_i alpha_i (4D-fy Eq. 1)
-        weights = t_in[:, None] * torch.exp(optical - cum) * (1 - torch.exp(-optical))
-        w = weights.reshape(-1)[flat]
-        ray_of = rays[flat // (k1 - k0)]
-        normals = field.normals(pts, t) if need_normals else None
-        color = shade(albedo, normals, pts, settings.shading, lighting)
-        rgb = rgb.index_add(0, ray_of, w[:, None] * color)
-        opacity = opacity.index_add(0, rays, weights.sum(1))
-        distance = distance.index_add(0, ray_of, w * tv.reshape(-1)[flat])
-        if normal is not None:
-            normal = normal.index_add(0, ray_of, w[:, None] * normals)
-        transmittance = transmittance.index_copy(0, rays, t_in * torch.exp(-cum[:, -1]))
+    # every segment's field query adds to one table gradient per hash grid
+    sharing = shared_table_gradient(field) if isinstance(field, nn.Module) else contextlib.nullcontext()
+    with sharing:
+        for k0, k1 in zip(bounds[:-1], bounds[1:]):
+            if k1 <= k0:
+                continue
+            alive = hit & (transmittance.detach() > settings.early_stop_eps) & (near + k0 * step < far)
+            rays = alive.nonzero().squeeze(1)
+            if rays.numel() == 0:
+                break
+            ks = torch.arange(k0, k1, device=device, dtype=dtype)
+            tv = near[rays, None] + (ks + jitter[rays, k0:k1]) * step  # [A, s]
+            valid = tv < far[rays, None]
+            points = origins[rays, None] + directions[rays, None] * tv[..., None]  # [A, s, 3]
+            if occupancy is not None:
+                valid = valid & occupancy.query(points.reshape(-1, 3)).view_as(valid)
+            flat = valid.reshape(-1).nonzero().squeeze(1)
+            evaluated += flat.numel()
+            t_in = transmittance[rays]
+            if flat.numel() == 0:
+                continue
+            pts = points.reshape(-1, 3)[flat]
+            sigma, albedo = field(pts, t)
+            optical = torch.zeros(rays.numel() * (k1 - k0), device=device, dtype=sigma.dtype)
+            optical = optical.index_put((flat,), sigma * step).view(rays.numel(), k1 - k0)
+            cum = optical.cumsum(1)
+            # T within the segment is exp(-exclusive cumsum); weights w_i = T_i alpha_i (4D-fy Eq. 1)
+            weights = t_in[:, None] * torch.exp(optical - cum) * (1 - torch.exp(-optical))
+            w = weights.reshape(-1)[flat]
+            ray_of = rays[flat // (k1 - k0)]
+            normals = field.normals(pts, t) if need_normals else None
+            color = shade(albedo, normals, pts, settings.shading, lighting)
+            rgb = rgb.index_add(0, ray_of, w[:, None] * color)
+            opacity = opacity.index_add(0, rays, weights.sum(1))
+            distance = distance.index_add(0, ray_of, w * tv.reshape(-1)[flat])
+            if normal is not None:
+                normal = normal.index_add(0, ray_of, w[:, None] * normals)
+            transmittance = transmittance.index_copy(0, rays, t_in * torch.exp(-cum[:, -1]))
     # expected distance of the visible surface; 0 where nothing was hit
     distance = torch.where(opacity > 1e-4, distance / opacity.clamp_min(1e-4), torch.zeros_like(distance))
     return RayOutput(rgb, opacity[:, None], distance[:, None], normal, evaluated, candidates)
@@ -263,9 +268,10 @@ def render_image(field, cameras, t: float, *, occupancy: OccupancyGrid | None = 
     C, H, W = len(cameras), cameras.height, cameras.width
     origins, directions = cameras.rays()
     origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
-    parts = [render_rays(field, o, d, t, occupancy=occupancy, settings=settings, lighting=lighting,
-                         generator=generator)
-             for o, d in zip(origins.split(settings.chunk), directions.split(settings.chunk))]
+    with shared_table_gradient(field) if isinstance(field, nn.Module) else contextlib.nullcontext():
+        parts = [render_rays(field, o, d, t, occupancy=occupancy, settings=settings, lighting=lighting,
+                             generator=generator)
+                 for o, d in zip(origins.split(settings.chunk), directions.split(settings.chunk))]
     rgb = torch.cat([p.rgb for p in parts])
     alpha = torch.cat([p.alpha for p in parts])
     distance = torch.cat([p.distance for p in parts])

@@ -167,3 +167,36 @@ def test_level_pieces_threads_and_recomputed_corners_change_nothing(monkeypatch,
     finally:
         torch.set_num_threads(threads)
 
+
+
+def test_shared_table_gradient_equals_separate_calls():
+    """Inside shared_table_gradient, several encodings of one grid (a render's ray segments) add to one table
+    gradient: the same as separate calls, for .backward, for autograd.grad w.r.t. the table, with a retained
+    graph backed twice, and with a backward pass that only wants the points (which must leave nothing behind)."""
+    from renderers.hash_grid import shared_table_gradient
+
+    grid = HashGrid(3, HashGridConfig(n_levels=5, log2_hashmap_size=10, base_resolution=4)).double()
+    torch.nn.init.normal_(grid.table, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(2)
+    batches = [torch.rand(n, 3, dtype=torch.float64, generator=gen) for n in (50, 80, 30)]
+
+    def loss(points):
+        return sum((grid(p) * (k + 1)).square().sum() for k, p in enumerate(points))
+
+    grid.table.grad = None
+    loss(batches).backward()
+    separate = grid.table.grad.clone()
+
+    grid.table.grad = None
+    with shared_table_gradient(grid):
+        assert grid._sharing
+        # a points-only backward first (as analytic normals do); its table gradient must not leak
+        probe = batches[0].clone().requires_grad_(True)
+        (points_grad,) = torch.autograd.grad(loss([probe]), probe)
+        assert torch.isfinite(points_grad).all()
+        total = loss(batches)
+        (by_grad,) = torch.autograd.grad(total, grid.table, retain_graph=True)
+        total.backward()
+    assert not grid._sharing and grid._token is None
+    torch.testing.assert_close(by_grad, separate, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grid.table.grad, separate, rtol=1e-12, atol=1e-12)
