@@ -353,13 +353,14 @@ class _HashGridFunction(torch.autograd.Function):
                 w = w.to(table.dtype)
             else:
                 idx, w = corners
-            # [G, 1, N] per feature: the output gradient of each level, broadcast over the corners
-            grads = [grad_out[:, group.first:group.first + group.count, f].t().unsqueeze(1) for f in range(F)]
+            # [F, G, 1, N]: the output gradient of each level, broadcast over the corners. Contiguous: as a view of
+            # grad_out its points are L * F apart, and w * g then ran 5-10x slower than a vectorised product.
+            grads = grad_out[:, group.first:group.first + group.count].permute(2, 1, 0).unsqueeze(2).contiguous()
             if grad_table is not None:
                 _scatter_add(grad_table, idx, [w * g for g in grads], group)
             if grad_points is not None:
                 # sum_f g_f * feature_f at every corner, then the weights' derivative per axis
-                corner_dot = (_gather(table, idx, group) * torch.stack(grads)).sum(0)
+                corner_dot = (_gather(table, idx, group) * grads).sum(0)
                 for d, dw in enumerate(_group_weight_derivatives(points, group)):
                     grad_points[:, d] += (corner_dot * dw.to(table.dtype)).sum((0, 1)).to(points.dtype)
         if sink is not None:
