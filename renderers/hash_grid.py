@@ -396,6 +396,11 @@ class _SharedTableGradient(torch.autograd.Function):
         return grad
 
 
+# The shared gradient asks autograd whether a backward pass reaches the table (a private hook, there since
+# torch 2.0); without it every call keeps its own gradient, as outside shared_table_gradient.
+_CAN_SHARE = hasattr(torch._C, "_will_engine_execute_node")
+
+
 @contextlib.contextmanager
 def shared_table_gradient(module: nn.Module) -> Iterator[None]:
     """Within this block, the torch-path encodings of every :class:`HashGrid` in ``module`` that take part in
@@ -467,7 +472,7 @@ class HashGrid(nn.Module):
         return out.reshape(*lead, self.n_output_dims)
 
     def _shared_token(self) -> Tensor | None:
-        if not (self._sharing and self.table.requires_grad and torch.is_grad_enabled()):
+        if not (self._sharing and self.table.requires_grad and torch.is_grad_enabled() and _CAN_SHARE):
             return None
         if self._token is None:
             self._token = _SharedTableGradient.apply(self.table)
