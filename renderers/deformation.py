@@ -151,22 +151,32 @@ class HexPlaneField(DeformationField):
 
 
 class MLPField(DeformationField):
-    """Deformable-3DGS: an MLP on sin/cos positional encodings of the mean and of t."""
+    """Deformable-3DGS: an MLP on sin/cos positional encodings of the mean and of t.
+
+    ``frequency_window`` (Nerfies' coarse-to-fine alpha, in [0, pos_frequencies]; None: all) weights the
+    position encoding's k-th frequency by its Eq. 8 window, so a fit can start from spatially smooth
+    motion and release finer detail as it goes (:class:`~renderers.gaussian_fit.GaussianFit` sets it)."""
 
     def __init__(self, config: DeformationConfig) -> None:
         features = 3 * (1 + 2 * config.pos_frequencies) + (1 + 2 * config.time_frequencies)
         super().__init__(config, features)
+        self.frequency_window: float | None = None
 
     def encode(self, x: Tensor, t: Tensor) -> Tensor:
-        return torch.cat([positional_encoding(x, self.config.pos_frequencies),
+        return torch.cat([positional_encoding(x, self.config.pos_frequencies, self.frequency_window),
                           positional_encoding(t, self.config.time_frequencies)], -1)
 
 
-def positional_encoding(x: Tensor, frequencies: int) -> Tensor:
-    """NeRF's encoding ``[..., D]`` -> ``[..., D (1 + 2 L)]``: x, sin(2^k pi x), cos(2^k pi x)."""
-    scales = (2.0 ** torch.arange(frequencies, dtype=x.dtype, device=x.device)) * torch.pi
-    angles = (x[..., None] * scales).flatten(-2)
-    return torch.cat([x, angles.sin(), angles.cos()], -1)
+def positional_encoding(x: Tensor, frequencies: int, window: float | None = None) -> Tensor:
+    """NeRF's encoding ``[..., D]`` -> ``[..., D (1 + 2 L)]``: x, sin(2^k pi x), cos(2^k pi x).
+    ``window``: Nerfies' alpha (Eq. 8), frequency k weighted by (1 - cos(pi clamp(alpha - k, 0, 1))) / 2."""
+    k = torch.arange(frequencies, dtype=x.dtype, device=x.device)
+    angles = (x[..., None] * ((2.0 ** k) * torch.pi)).flatten(-2)
+    sin, cos = angles.sin(), angles.cos()
+    if window is not None:
+        w = ((1 - torch.cos(torch.pi * (window - k).clamp(0, 1))) / 2).repeat(x.shape[-1])
+        sin, cos = sin * w, cos * w
+    return torch.cat([x, sin, cos], -1)
 
 
 def make_deformation(config: DeformationConfig | None = None) -> DeformationField:

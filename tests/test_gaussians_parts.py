@@ -8,9 +8,15 @@ import pytest
 import torch
 
 from renderers.cameras import orbit_cameras
-from renderers.deformation import DeformationConfig, HexPlaneField, deform_gaussians, make_deformation
+from renderers.deformation import (
+    DeformationConfig,
+    HexPlaneField,
+    deform_gaussians,
+    make_deformation,
+    positional_encoding,
+)
 from renderers.densify import Densifier, DensifyConfig, DensifyStats, densify_and_prune, reset_opacity
-from renderers.gaussian_fit import deformation_for_times
+from renderers.gaussian_fit import GaussianFit, GaussianFitSettings, deformation_for_times
 from renderers.rasterize import render_gaussians
 from renderers.sh import sh_basis, sh_to_color
 from renderers.splats import GaussianSet
@@ -105,6 +111,27 @@ def test_time_detail_is_capped_at_what_the_training_times_determine():
     assert deformation_for_times(hexplane, [f / 5 for f in range(6)]).time_resolution == 6
     field = make_deformation(deformation_for_times(mlp, [0.0, 0.5, 1.0]))
     assert field(torch.zeros(4, 3), 0.5)[0].shape == (4, 3)
+
+
+def test_position_frequencies_are_released_coarse_to_fine():
+    x = torch.rand(5, 3) * 2 - 1
+    full = positional_encoding(x, 4)
+    assert torch.equal(positional_encoding(x, 4, 4.0), full)  # Nerfies' window at alpha = L: every frequency
+    sin = positional_encoding(x, 4, 1.5)[:, 3:15].view(5, 3, 4)  # alpha 1.5: k = 0 whole, k = 1 half, k >= 2 off
+    assert torch.allclose(sin, full[:, 3:15].view(5, 3, 4) * torch.tensor([1.0, 0.5, 0.0, 0.0]), atol=1e-6)
+    # The fit opens the window over the first half of the deformation stage and leaves it open.
+    n, times = 8, [0.0, 0.5, 1.0]
+    initial = GaussianSet(torch.rand(n, 3), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), torch.full((n, 3), -3.0),
+                          torch.zeros(n), torch.zeros(n, 1, 3))
+    cams = orbit_cameras(2.6, 20.0, torch.tensor([0.0, 90.0]), 40.0, 8, 8)
+    fit = GaussianFit(initial, DeformationConfig(kind="mlp", pos_frequencies=4), cams, times,
+                      torch.zeros(2, 3, 8, 8, 3), settings=GaussianFitSettings(steps=10, warmup_steps=2))
+    windows = []
+    for _ in range(10):
+        fit.step()
+        windows.append(fit.field.frequency_window)
+    assert windows == [0.0, 0.0, 0.0, 1.0, 2.0, 3.0, None, None, None, None]
+    assert fit.scene().deformation.frequency_window is None
 
 
 # -------------------------------------------------------------------- densification
