@@ -13,7 +13,7 @@ from torch import nn
 from renderers.cameras import Cameras, look_at, orbit_cameras
 from renderers.field import Field4D, FieldConfig, Lighting, random_point_light, shade
 from renderers.hash_grid import HashGridConfig
-from renderers.volume import OccupancyGrid, RenderSettings, ray_box, render_image, render_rays
+from renderers.volume import OccupancyGrid, RenderSettings, ray_box, render_image, render_rays, segment_bounds
 
 TINY_GRID = HashGridConfig(n_levels=4, n_features_per_level=2, log2_hashmap_size=12, base_resolution=4,
                            per_level_scale=2.0)
@@ -79,6 +79,18 @@ def test_occupancy_skipping_and_early_termination_give_the_dense_image():
         torch.testing.assert_close(out.rgb, dense.rgb, atol=2e-3, rtol=0)
         torch.testing.assert_close(out.alpha, dense.alpha, atol=2e-3, rtol=0)
     assert float(dense.alpha.amax()) > 0.99  # the blob is opaque, so the comparison means something
+
+
+def test_segments_too_small_to_pay_for_a_field_query_join_a_neighbour():
+    def counts(*runs):  # samples to query per index, 16 indices per run
+        return torch.tensor([c for run in runs for c in [run] * 16])
+
+    assert segment_bounds(counts(10, 10, 10, 10), 4) == [0, 16, 32, 48, 64]
+    # empty space in front of the object joins the first run that has queries; a thin tail joins the one before
+    assert segment_bounds(counts(0, 30, 70, 5), 4) == [0, 32, 64]
+    assert segment_bounds(counts(0, 0, 0, 0), 4) == [0, 64]
+    assert segment_bounds(counts(10, 10, 10, 10), 1) == [0, 64]
+    assert segment_bounds(torch.tensor([0, 0, 9, 0, 0]), 2) == [0, 5]
 
 
 def test_chunked_rendering_equals_one_batch_and_gradients_reach_every_group():
