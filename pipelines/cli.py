@@ -12,6 +12,10 @@ import argparse
 import importlib
 import sys
 
+from renderers.allocator import set_openmp_wait_policy
+
+set_openmp_wait_policy()  # before anything loads torch
+
 COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.jobs.commands",  # generate, run, resume, runs
     "pipelines.export_commands",  # export

@@ -6,7 +6,10 @@ import os
 
 import pytest
 
+from renderers.allocator import set_openmp_wait_policy
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+set_openmp_wait_policy()  # as the entry points do; the test run's job workers compete with it for 2 cores
 
 
 def pytest_collection_modifyitems(config, items):
