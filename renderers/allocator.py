@@ -7,10 +7,11 @@ Call :func:`tune_cpu_allocator` once, before heavy work, in processes that rende
 OpenMP threads spin for a long while before they sleep (libgomp: 300,000 spins), and that collapses as
 soon as another program wants a core: a 4D-fy paper render step with 2 torch threads took 3.9 s next to
 one busy single-thread process. :func:`set_openmp_wait_policy` cuts the spin to 3,000 (``GOMP_SPINCOUNT``):
-0.42 s there (sleeping at once, ``OMP_WAIT_POLICY=PASSIVE``: 0.36 s), and on an idle machine as fast as
-the default (0.20-0.28 s per step; the Gaussian fitting test 35.8 s against 34.0 s, where PASSIVE took
-44.5 s). It must run before torch is imported (its OpenMP runtime reads the variables once); the entry
-points call it first thing, and workers they spawn inherit it.
+0.42 s there (sleeping at once, ``OMP_WAIT_POLICY=PASSIVE``: 0.36 s). On an idle machine the step is
+faster too, 0.21 s against 0.27 s (5 alternating runs): the spinning OpenMP worker had taken a core from
+the hash grid's own gather/scatter threads. Small-op work loses a little (the Gaussian fitting test 35.8 s
+against 34.0 s), where PASSIVE lost 30 % (44.5 s). It must run before torch is imported (its OpenMP
+runtime reads the variables once); the entry points call it first thing, and workers they spawn inherit it.
 """
 
 from __future__ import annotations
