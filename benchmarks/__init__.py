@@ -3,6 +3,11 @@
 Convention: ``benchmarks/NAME.py`` takes ``--quick`` (seconds on a CPU) and ``--json PATH``, prints a
 table, and writes ``{"name", "device", "figures", "targets", "met"}`` through :func:`report`.
 ``python -m benchmarks`` (``make bench``) runs them all and prints target against measured.
+
+Absolute figures mean something only on an idle machine. Where the kernel groups processes by session
+(``/proc/sys/kernel/sched_autogroup_enabled`` = 1, as on the 2-core development machines), ``nice`` does not
+keep a job started from another terminal off a benchmark's cores: each session gets an equal share. Compare
+two versions by alternating runs of both in one sitting and report the ratio.
 """
 
 from __future__ import annotations
