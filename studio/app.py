@@ -6,10 +6,6 @@ import argparse
 import os
 import sys
 
-from renderers.allocator import set_openmp_wait_policy
-
-set_openmp_wait_policy()  # before anything loads torch
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fourd-studio", description="Generate, view and export 4D assets.")

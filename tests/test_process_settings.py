@@ -1,4 +1,4 @@
-"""Process-level CPU settings (renderers.allocator): the entry points bound OpenMP's spin waits before
+"""Process-level CPU settings (renderers.allocator): `fourd` and the benchmarks bound OpenMP's spin waits before
 torch loads, so a job next to another busy program is not slowed ~10x by spinning threads."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ CHECK = ("import os, sys, {module}; "
          "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)")
 
 
-@pytest.mark.parametrize("module", ["pipelines.cli", "studio.app", "benchmarks"])
+@pytest.mark.parametrize("module", ["pipelines.cli", "benchmarks"])
 def test_entry_points_set_the_wait_policy_before_torch_loads(module):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", CHECK.format(module=module)], env=env, capture_output=True,
