@@ -11,8 +11,8 @@ one busy single-thread process. :func:`set_openmp_wait_policy` cuts the spin to 
 faster too, 0.21 s against 0.27 s (5 alternating runs): the spinning OpenMP worker had taken a core from
 the hash grid's own gather/scatter threads. Small-op work loses a little (the Gaussian fitting test 35.8 s
 against 34.0 s), where PASSIVE lost 30 % (44.5 s). It must run before torch is imported (its OpenMP
-runtime reads the variables once): ``fourd``, the job workers, the benchmarks and the test run call it first
-thing; workers inherit it from the process that starts them. The studio does not set it, for its window
+runtime reads the variables once): ``fourd``, the benchmarks and the test run call it first thing, and the
+job workers they start inherit it. The studio does not set it, for its window
 nor for its job workers: with short spins in the worker the window's longest event-loop gap was 31-55 ms,
 with libgomp's default 20-29 ms (4 alternating runs of ``benchmarks.studio``; the studio already lowers its
 workers' priority, so they do not starve the window the way an unrelated program starves a job).

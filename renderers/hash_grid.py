@@ -402,12 +402,13 @@ _CAN_SHARE = hasattr(torch._C, "_will_engine_execute_node")
 
 
 @contextlib.contextmanager
-def shared_table_gradient(module: nn.Module) -> Iterator[None]:
-    """Within this block, the torch-path encodings of every :class:`HashGrid` in ``module`` that take part in
-    autograd share one table gradient: a renderer that queries a field several times per image (ray
-    segments, chunks) pays for one zeroed table per grid instead of one per query plus their sum. Values and
-    gradients are those of separate calls (up to float summation order). Re-entrant."""
-    grids = [m for m in module.modules() if isinstance(m, HashGrid) and not m._sharing]
+def shared_table_gradient(field: object) -> Iterator[None]:
+    """Within this block, the torch-path encodings of every :class:`HashGrid` in ``field`` (a module; anything
+    else has none) that take part in autograd share one table gradient: a renderer that queries a field
+    several times per image (ray segments, chunks) pays for one zeroed table per grid instead of one per query
+    plus their sum. Values and gradients are those of separate calls (up to float summation order). Re-entrant."""
+    modules = field.modules() if isinstance(field, nn.Module) else ()
+    grids = [m for m in modules if isinstance(m, HashGrid) and not m._sharing]
     for grid in grids:
         grid._sharing, grid._token = True, None
     try:
