@@ -136,6 +136,42 @@ def test_training_resumes_from_checkpoint(views, tmp_path):
         torch.testing.assert_close(again.state_dict()[k], v)
 
 
+def test_linear_lr_schedule_decays_to_zero_at_the_last_step(views, tmp_path):
+    from pipelines.checkpoints import latest_checkpoint
+
+    data = ObjectViews.from_dataset(views, train_views=range(2))
+    cfg = AutodecoderConfig(num_objects=3, max_channels=16, levels=1, image_size=24, samples_per_ray=8,
+                            views_per_object=1, objects_per_step=1, steps=4, checkpoint_every=2,
+                            lr_schedule="linear")
+    train_autodecoder(Autodecoder(cfg), data, steps=2, checkpoint_dir=tmp_path)  # a first sitting of 2 steps
+    train_autodecoder(Autodecoder(cfg), data, checkpoint_dir=tmp_path)  # resumed: steps 3 and 4
+    # the rate of the step just taken: lr x (1 - k / steps) at step k = 0 .. steps - 1, across the resume
+    assert latest_checkpoint(tmp_path).extra["optimizer"]["param_groups"][0]["lr"] == pytest.approx(cfg.lr / 4)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        AutodecoderConfig(lr_schedule="cosine")
+
+
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_decoder_only_training_moves_no_latent(views, norm):
+    """A bundle's diffusion model is trained on its latents: fine-tuning its decoder must leave G_1 exactly as it
+    was, batch-norm statistics included, while G_2 learns."""
+    data = ObjectViews.from_dataset(views, train_views=range(4))
+    cfg = AutodecoderConfig(num_objects=3, max_channels=16, image_size=24, samples_per_ray=8, norm=norm,
+                            decoder_only=True, lr_schedule="linear", steps=6)
+    torch.manual_seed(0)
+    model = Autodecoder(cfg).eval()
+    g2 = {id(m) for m in model.decoder_modules()}
+    g2 = tuple(name + "." for name, m in model.named_modules() if id(m) in g2)  # its weights and norm statistics
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        latents = model.latent(torch.arange(3), before_relu=True)
+    train_autodecoder(model, data)
+    with torch.no_grad():
+        assert torch.equal(model.latent(torch.arange(3), before_relu=True), latents)
+    moved = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert "out.bias" in moved and all(k.startswith(g2) for k in moved)
+
+
 # -------------------------------------------------------------------- normalisation
 def test_robust_normaliser_statistics_on_known_data():
     x = torch.arange(1, 101, dtype=torch.float32).reshape(1, 1, 100, 1, 1)  # 1..100
