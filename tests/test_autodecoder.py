@@ -298,6 +298,39 @@ def test_train_commands_resume_and_write_a_bundle_text_to_3d_can_use(tmp_path, c
     assert edm is not None and edm.config.attributes == ATTRIBUTES and model.config.num_objects == 3
 
 
+def test_decoder_fine_tune_of_a_bundle_keeps_its_latents_normaliser_and_diffusion(tmp_path, capsys):
+    import json
+
+    from safetensors.torch import load_file
+
+    from pipelines.cli import main
+
+    cfg = AutodecoderConfig(num_objects=3, image_size=16, samples_per_ray=12, max_channels=16)
+    torch.manual_seed(0)
+    model = Autodecoder(cfg).eval()
+    norm, _ = training_latents(model, before_relu=True)
+    edm = EDM(LatentUNet3d(DiffusionConfig(channels=8, latent_before_relu=True), *model.latent_shape()[:2]))
+    source = save_bundle(tmp_path / "source.safetensors", model, norm, edm)
+    run, out = tmp_path / "run", tmp_path / "tuned.safetensors"
+    args = ["train", "autodecoder", "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--set", "steps=4"]
+    assert main([*args, "--export", str(out)]) == 2  # stage 1 alone has no bundle to export
+    assert "add --from BUNDLE" in capsys.readouterr().err
+    assert main([*args, "--from", str(source), "--set", "decoder_only=false"]) == 2
+    assert main([*args, "--from", str(source), "--set", "lr_schedule=linear", "--export", str(out)]) == 0
+    figures = json.loads((run / "autodecoder.json").read_text())
+    assert figures["config"]["decoder_only"] and 0 <= figures["decoded_training_objects"]["colour_accuracy"] <= 1
+    old, new = load_file(str(source)), load_file(str(out))
+    assert new.keys() == old.keys()
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert "autodecoder.out.bias" in changed
+    assert not any(k.startswith(("diffusion.", "normalizer.", "autodecoder.embedding.", "autodecoder.fc.",
+                                 "autodecoder.levels.0.")) for k in changed)
+    tuned, _, tuned_edm = load_bundle(out)
+    assert tuned_edm is not None and tuned.config.decoder_only
+    scenes = sample_scenes(tuned, tuned_edm, norm, 1, steps=2, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(scenes[0].grid).all()
+
+
 def test_latent_diffusion_without_stage_one_is_one_sentence(tmp_path, capsys):
     from pipelines.cli import main
 
