@@ -432,3 +432,16 @@ def test_warm_start_from_a_class_conditional_bundle_begins_as_it_did():
     torch.testing.assert_close(after, before)
     with pytest.raises(ValueError, match="another shape"):
         warm_start(EDM(LatentUNet3d(new.config, 8, 4)), old)
+
+
+def test_reconstruction_sheet_puts_decoded_views_beside_the_world_renders(tmp_path):
+    from pipelines.autodecoder.sheets import reconstruction_sheet
+    from pipelines.world.datasets import MultiViewDataset
+
+    model = Autodecoder(AutodecoderConfig(num_objects=2, image_size=16, samples_per_ray=8, max_channels=16))
+    bundle = save_bundle(tmp_path / "b.safetensors", model, training_latents(model)[0])
+    sheet = reconstruction_sheet(bundle, objects=2, views=(0, 4), scale=2, cache_dir=tmp_path)
+    assert sheet.shape == (2 * 16 * 2, 4 * 16 * 2, 3)
+    truth = MultiViewDataset("train", 2, resolution=16, views=6, cache_dir=tmp_path)[1]["rgb"][4]
+    expected = (truth.clamp(0, 1) * 255).round().byte().numpy()
+    assert (sheet[32::2, 96::2] == expected).all()  # second object, right half, second view: the world's render
