@@ -445,3 +445,21 @@ def test_reconstruction_sheet_puts_decoded_views_beside_the_world_renders(tmp_pa
     truth = MultiViewDataset("train", 2, resolution=16, views=6, cache_dir=tmp_path)[1]["rgb"][4]
     expected = (truth.clamp(0, 1) * 255).round().byte().numpy()
     assert (sheet[32::2, 96::2] == expected).all()  # second object, right half, second view: the world's render
+
+
+def test_a_run_from_before_lr_schedule_resumes_at_a_constant_rate(tmp_path):
+    import json
+
+    from pipelines.checkpoints import latest_checkpoint, save_checkpoint
+    from pipelines.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "autodecoder", "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--set", "num_objects=2",
+            "--set", "steps=4", "--set", "image_size=16", "--set", "samples_per_ray=8", "--set", "max_channels=16"]
+    assert main([*args, "--stop-after", "2"]) == 0
+    assert json.loads((run / "autodecoder.json").read_text())["config"]["lr_schedule"] == "linear"  # new runs decay
+    ckpt = latest_checkpoint(run / "autodecoder")
+    del ckpt.extra["config"]["lr_schedule"]  # as written before the field existed
+    save_checkpoint(run / "autodecoder", ckpt.state, ckpt.step, ckpt.extra)
+    assert main(args) == 0
+    assert json.loads((run / "autodecoder.json").read_text())["config"]["lr_schedule"] == "constant"

@@ -92,8 +92,8 @@ def train_autodecoder_stage(args) -> int:
     previous = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
     source = load_bundle(args.from_bundle) if args.from_bundle is not None else None
     # a resumed run keeps its own config; --set on top of it may change e.g. the step count
-    if previous is not None:
-        base = config_from_dict(AutodecoderConfig, previous.extra["config"])
+    if previous is not None:  # runs from before lr_schedule kept a constant rate
+        base = config_from_dict(AutodecoderConfig, {"lr_schedule": "constant", **previous.extra["config"]})
     elif source is not None:
         base = source[0].config.replace(decoder_only=True)
     else:

@@ -63,7 +63,7 @@ class AutodecoderConfig(Config):
     # training (Sec. 3.2, App. C.2)
     steps: int = field(default=300, metadata={"help": "Adam steps"})
     lr: float = field(default=1e-2, metadata={"help": "Adam learning rate (paper: 5e-4, betas 0.5, 0.999)"})
-    lr_schedule: str = field(default="constant", metadata={"help": "'constant' or 'linear' (decay to 0 at steps)"})
+    lr_schedule: str = field(default="linear", metadata={"help": "'linear' (decay to 0 at steps) or 'constant'"})
     decoder_only: bool = field(default=False, metadata={
         "help": "train only G_2 (the decoder after latent_level): the latents, and a diffusion model over them, "
                 "stay valid"})

@@ -87,11 +87,13 @@ def train_autodecoder(model: Autodecoder, data: ObjectViews, *, steps: int | Non
     newest checkpoint there and saves one every ``checkpoint_every`` steps and at the end (atomic safetensors,
     :mod:`pipelines.checkpoints`).
 
-    ``lr_schedule="linear"`` decays the rate to 0 at ``config.steps`` (App. C.2). At a constant 1e-2 the
-    decoder's output bias, shared by every object, ends wherever the last few 3-object batches pulled it: the
-    bundled stage 1 rendered its training views with blue about 0.06 too low on every colour (purple read as
-    pink or brown, teal as green), and 300 decaying steps on the output biases alone (7 numbers) lifted the
-    classifier's colour accuracy on the decoded training objects from 87.5 % to 94.5 %."""
+    ``lr_schedule="linear"`` (the default) decays the rate to 0 at ``config.steps`` (App. C.2). At a constant
+    1e-2 the decoder's output bias, shared by every object, ends wherever the last few 3-object batches pulled
+    it: the first bundles' stage 1 rendered its training views with blue about 0.06 too low on every colour
+    (purple read as pink or brown, teal as green), and 300 decaying steps on the output biases alone (7 numbers)
+    lifted the classifier's colour accuracy on the decoded training objects from 87.5 % to 94.5 %. The preview
+    stage 1 trained afresh with the decay (3000 steps, 128 objects): held-out PSNR 32.6 dB instead of 29.9,
+    decoded training objects shape 87.5 % / colour 98.4 % instead of 84.4 / 87.5 %."""
     from pipelines.checkpoints import latest_checkpoint, load_optimizer_state, optimizer_state, save_checkpoint
 
     config = model.config
