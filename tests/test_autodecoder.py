@@ -136,6 +136,42 @@ def test_training_resumes_from_checkpoint(views, tmp_path):
         torch.testing.assert_close(again.state_dict()[k], v)
 
 
+def test_linear_lr_schedule_decays_to_zero_at_the_last_step(views, tmp_path):
+    from pipelines.checkpoints import latest_checkpoint
+
+    data = ObjectViews.from_dataset(views, train_views=range(2))
+    cfg = AutodecoderConfig(num_objects=3, max_channels=16, levels=1, image_size=24, samples_per_ray=8,
+                            views_per_object=1, objects_per_step=1, steps=4, checkpoint_every=2,
+                            lr_schedule="linear")
+    train_autodecoder(Autodecoder(cfg), data, steps=2, checkpoint_dir=tmp_path)  # a first sitting of 2 steps
+    train_autodecoder(Autodecoder(cfg), data, checkpoint_dir=tmp_path)  # resumed: steps 3 and 4
+    # the rate of the step just taken: lr x (1 - k / steps) at step k = 0 .. steps - 1, across the resume
+    assert latest_checkpoint(tmp_path).extra["optimizer"]["param_groups"][0]["lr"] == pytest.approx(cfg.lr / 4)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        AutodecoderConfig(lr_schedule="cosine")
+
+
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_decoder_only_training_moves_no_latent(views, norm):
+    """A bundle's diffusion model is trained on its latents: fine-tuning its decoder must leave G_1 exactly as it
+    was, batch-norm statistics included, while G_2 learns."""
+    data = ObjectViews.from_dataset(views, train_views=range(4))
+    cfg = AutodecoderConfig(num_objects=3, max_channels=16, image_size=24, samples_per_ray=8, norm=norm,
+                            decoder_only=True, lr_schedule="linear", steps=6)
+    torch.manual_seed(0)
+    model = Autodecoder(cfg).eval()
+    g2 = {id(m) for m in model.decoder_modules()}
+    g2 = tuple(name + "." for name, m in model.named_modules() if id(m) in g2)  # its weights and norm statistics
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        latents = model.latent(torch.arange(3), before_relu=True)
+    train_autodecoder(model, data)
+    with torch.no_grad():
+        assert torch.equal(model.latent(torch.arange(3), before_relu=True), latents)
+    moved = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert "out.bias" in moved and all(k.startswith(g2) for k in moved)
+
+
 # -------------------------------------------------------------------- normalisation
 def test_robust_normaliser_statistics_on_known_data():
     x = torch.arange(1, 101, dtype=torch.float32).reshape(1, 1, 100, 1, 1)  # 1..100
@@ -262,6 +298,39 @@ def test_train_commands_resume_and_write_a_bundle_text_to_3d_can_use(tmp_path, c
     assert edm is not None and edm.config.attributes == ATTRIBUTES and model.config.num_objects == 3
 
 
+def test_decoder_fine_tune_of_a_bundle_keeps_its_latents_normaliser_and_diffusion(tmp_path, capsys):
+    import json
+
+    from safetensors.torch import load_file
+
+    from pipelines.cli import main
+
+    cfg = AutodecoderConfig(num_objects=3, image_size=16, samples_per_ray=12, max_channels=16)
+    torch.manual_seed(0)
+    model = Autodecoder(cfg).eval()
+    norm, _ = training_latents(model, before_relu=True)
+    edm = EDM(LatentUNet3d(DiffusionConfig(channels=8, latent_before_relu=True), *model.latent_shape()[:2]))
+    source = save_bundle(tmp_path / "source.safetensors", model, norm, edm)
+    run, out = tmp_path / "run", tmp_path / "tuned.safetensors"
+    args = ["train", "autodecoder", "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--set", "steps=4"]
+    assert main([*args, "--export", str(out)]) == 2  # stage 1 alone has no bundle to export
+    assert "add --from BUNDLE" in capsys.readouterr().err
+    assert main([*args, "--from", str(source), "--set", "decoder_only=false"]) == 2
+    assert main([*args, "--from", str(source), "--set", "lr_schedule=linear", "--export", str(out)]) == 0
+    figures = json.loads((run / "autodecoder.json").read_text())
+    assert figures["config"]["decoder_only"] and 0 <= figures["decoded_training_objects"]["colour_accuracy"] <= 1
+    old, new = load_file(str(source)), load_file(str(out))
+    assert new.keys() == old.keys()
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert "autodecoder.out.bias" in changed
+    assert not any(k.startswith(("diffusion.", "normalizer.", "autodecoder.embedding.", "autodecoder.fc.",
+                                 "autodecoder.levels.0.")) for k in changed)
+    tuned, _, tuned_edm = load_bundle(out)
+    assert tuned_edm is not None and tuned.config.decoder_only
+    scenes = sample_scenes(tuned, tuned_edm, norm, 1, steps=2, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(scenes[0].grid).all()
+
+
 def test_latent_diffusion_without_stage_one_is_one_sentence(tmp_path, capsys):
     from pipelines.cli import main
 
@@ -363,3 +432,34 @@ def test_warm_start_from_a_class_conditional_bundle_begins_as_it_did():
     torch.testing.assert_close(after, before)
     with pytest.raises(ValueError, match="another shape"):
         warm_start(EDM(LatentUNet3d(new.config, 8, 4)), old)
+
+
+def test_reconstruction_sheet_puts_decoded_views_beside_the_world_renders(tmp_path):
+    from pipelines.autodecoder.sheets import reconstruction_sheet
+    from pipelines.world.datasets import MultiViewDataset
+
+    model = Autodecoder(AutodecoderConfig(num_objects=2, image_size=16, samples_per_ray=8, max_channels=16))
+    bundle = save_bundle(tmp_path / "b.safetensors", model, training_latents(model)[0])
+    sheet = reconstruction_sheet(bundle, objects=2, views=(0, 4), scale=2, cache_dir=tmp_path)
+    assert sheet.shape == (2 * 16 * 2, 4 * 16 * 2, 3)
+    truth = MultiViewDataset("train", 2, resolution=16, views=6, cache_dir=tmp_path)[1]["rgb"][4]
+    expected = (truth.clamp(0, 1) * 255).round().byte().numpy()
+    assert (sheet[32::2, 96::2] == expected).all()  # second object, right half, second view: the world's render
+
+
+def test_a_run_from_before_lr_schedule_resumes_at_a_constant_rate(tmp_path):
+    import json
+
+    from pipelines.checkpoints import latest_checkpoint, save_checkpoint
+    from pipelines.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "autodecoder", "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--set", "num_objects=2",
+            "--set", "steps=4", "--set", "image_size=16", "--set", "samples_per_ray=8", "--set", "max_channels=16"]
+    assert main([*args, "--stop-after", "2"]) == 0
+    assert json.loads((run / "autodecoder.json").read_text())["config"]["lr_schedule"] == "linear"  # new runs decay
+    ckpt = latest_checkpoint(run / "autodecoder")
+    del ckpt.extra["config"]["lr_schedule"]  # as written before the field existed
+    save_checkpoint(run / "autodecoder", ckpt.state, ckpt.step, ckpt.extra)
+    assert main(args) == 0
+    assert json.loads((run / "autodecoder.json").read_text())["config"]["lr_schedule"] == "constant"

@@ -63,6 +63,10 @@ class AutodecoderConfig(Config):
     # training (Sec. 3.2, App. C.2)
     steps: int = field(default=300, metadata={"help": "Adam steps"})
     lr: float = field(default=1e-2, metadata={"help": "Adam learning rate (paper: 5e-4, betas 0.5, 0.999)"})
+    lr_schedule: str = field(default="linear", metadata={"help": "'linear' (decay to 0 at steps) or 'constant'"})
+    decoder_only: bool = field(default=False, metadata={
+        "help": "train only G_2 (the decoder after latent_level): the latents, and a diffusion model over them, "
+                "stay valid"})
     objects_per_step: int = field(default=3, metadata={"help": "objects in a batch"})
     views_per_object: int = field(default=2, metadata={"help": "renders per object per step (paper: 4)"})
     image_size: int = field(default=24, metadata={"help": "training render size in pixels"})
@@ -76,6 +80,8 @@ class AutodecoderConfig(Config):
                      "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"'{name}' must be at least 1")
+        if self.lr_schedule not in ("constant", "linear"):
+            raise ValueError(f"'lr_schedule' must be 'constant' or 'linear', got '{self.lr_schedule}'")
         if self.norm not in ("batch", "group"):
             raise ValueError(f"'norm' must be 'batch' or 'group', got '{self.norm}'")
         if not 0 <= self.latent_level <= self.levels:
@@ -219,6 +225,11 @@ class Autodecoder(nn.Module):
         level = self.config.latent_level if level is None else level
         r = self.config.base_resolution * 2**level
         return (self.config.channels(level), r, r, r)
+
+    def decoder_modules(self) -> list[nn.Module]:
+        """The modules of G_2, the decoder after ``latent_level`` (the global colour head reads the latent
+        volume, so it is G_2's); everything else is G_1."""
+        return [*self.levels[self.config.latent_level:], self.out_norm, self.out, self.global_head]
 
     def latent(self, objects: Tensor, level: int | None = None, before_relu: bool = False) -> Tensor:
         """G_1: the feature volume ``[N, C, R, R, R]`` of objects ``[N]`` at decoder ``level``; ``before_relu``

@@ -1,8 +1,9 @@
 """The sample sheet of a text-to-3d bundle: one row per prompt, three azimuths, as shipped beside the bundle.
 
-    python -m pipelines.autodecoder.sheets BUNDLE OUT.png [--size 128] [--seed 0]
+    python -m pipelines.autodecoder.sheets BUNDLE OUT.png [--size 128] [--seed 0] [--reconstructions OUT2.png]
 
 Every prompt is sampled through the same conditions as ``fourd generate text-to-3d`` (:func:`caption_conditions`).
+The reconstruction sheet shows stage 1 alone: the first training objects decoded beside the world's renders.
 """
 
 from __future__ import annotations
@@ -37,6 +38,28 @@ def sample_sheet(bundle: str | Path, prompts: tuple[str, ...] = SHEET_PROMPTS, *
     return (torch.cat(rows, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
+def reconstruction_sheet(bundle: str | Path, objects: int = 12, views: tuple[int, ...] = (0, 4, 5), scale: int = 3,
+                         cache_dir: str | Path | None = None):
+    """``[objects * H, 2 * len(views) * W, 3]`` uint8 at ``scale`` x the training size: each of the first
+    ``objects`` training objects from its training ``views`` (0-3 trained, 4 and 5 held out) as the
+    autodecoder decodes it (left) and as the world renders it (right)."""
+    import torch
+
+    from pipelines.autodecoder.cli_train import HELD_OUT_VIEWS, TRAIN_VIEWS
+    from pipelines.autodecoder.generate import load_bundle
+    from pipelines.autodecoder.train import ObjectViews, render_objects
+    from pipelines.world.datasets import MultiViewDataset
+
+    model, _, _ = load_bundle(bundle)
+    data = MultiViewDataset("train", objects, resolution=model.config.image_size,
+                            views=len(TRAIN_VIEWS) + len(HELD_OUT_VIEWS), cache_dir=cache_dir)
+    truth = ObjectViews.from_dataset(data)
+    rgb, _ = render_objects(model, truth, views)
+    rows = [torch.cat([*rgb[i], *truth.rgb[i, list(views)]], 1) for i in range(objects)]
+    image = (torch.cat(rows, 0).clamp(0, 1) * 255).round().to(torch.uint8)
+    return image.repeat_interleave(scale, 0).repeat_interleave(scale, 1).numpy()
+
+
 def main(argv: list[str] | None = None) -> int:
     import imageio.v3 as iio
 
@@ -45,9 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reconstructions", type=Path, default=None, metavar="PNG",
+                        help="also write stage 1's reconstruction sheet here")
     args = parser.parse_args(argv)
     iio.imwrite(args.out, sample_sheet(args.bundle, size=args.size, seed=args.seed))
     print(f"{len(SHEET_PROMPTS)} prompts -> {args.out}")
+    if args.reconstructions is not None:
+        iio.imwrite(args.reconstructions, reconstruction_sheet(args.bundle))
+        print(f"reconstructions -> {args.reconstructions}")
     return 0
 
 

@@ -62,7 +62,12 @@ def reconstruction_loss(model: Autodecoder, data: ObjectViews, objects: Tensor, 
                         generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
     """Photometric L1 + mask_weight x occupancy L1 (Eq. 2) over objects ``[B]`` x views ``[B, V']``."""
     device = next(model.parameters()).device
-    grids = model(objects.to(device))
+    if model.config.decoder_only:
+        with torch.no_grad():
+            latent = model.latent(objects.to(device))
+        grids = model.decode_latent(latent)
+    else:
+        grids = model(objects.to(device))
     photo, mask = 0.0, 0.0
     for b, obj in enumerate(objects.tolist()):
         cams = data.cameras(obj, views[b]).to(device)
@@ -77,9 +82,18 @@ def reconstruction_loss(model: Autodecoder, data: ObjectViews, objects: Tensor, 
 def train_autodecoder(model: Autodecoder, data: ObjectViews, *, steps: int | None = None,
                       checkpoint_dir: str | Path | None = None, seed: int = 0,
                       on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[float]:
-    """Adam on embeddings and decoder until ``steps`` (default ``config.steps``); returns the losses of
-    the steps run now. With ``checkpoint_dir`` it resumes from the newest checkpoint there and saves
-    one every ``checkpoint_every`` steps and at the end (atomic safetensors, :mod:`pipelines.checkpoints`)."""
+    """Adam on embeddings and decoder (only G_2 with ``config.decoder_only``) until ``steps`` (default
+    ``config.steps``); returns the losses of the steps run now. With ``checkpoint_dir`` it resumes from the
+    newest checkpoint there and saves one every ``checkpoint_every`` steps and at the end (atomic safetensors,
+    :mod:`pipelines.checkpoints`).
+
+    ``lr_schedule="linear"`` (the default) decays the rate to 0 at ``config.steps`` (App. C.2). At a constant
+    1e-2 the decoder's output bias, shared by every object, ends wherever the last few 3-object batches pulled
+    it: the first bundles' stage 1 rendered its training views with blue about 0.06 too low on every colour
+    (purple read as pink or brown, teal as green), and 300 decaying steps on the output biases alone (7 numbers)
+    lifted the classifier's colour accuracy on the decoded training objects from 87.5 % to 94.5 %. The preview
+    stage 1 trained afresh with the decay (3000 steps, 128 objects): held-out PSNR 32.6 dB instead of 29.9,
+    decoded training objects shape 87.5 % / colour 98.4 % instead of 84.4 / 87.5 %."""
     from pipelines.checkpoints import latest_checkpoint, load_optimizer_state, optimizer_state, save_checkpoint
 
     config = model.config
@@ -87,7 +101,9 @@ def train_autodecoder(model: Autodecoder, data: ObjectViews, *, steps: int | Non
     if len(data) > config.num_objects:
         raise ValueError(f"the data holds {len(data)} objects but the model has {config.num_objects} embeddings.")
     betas = (0.5, 0.999)  # App. C.2
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=betas)
+    trained = ([p for m in model.decoder_modules() for p in m.parameters()] if config.decoder_only
+               else list(model.parameters()))
+    optimizer = torch.optim.Adam(trained, lr=config.lr, betas=betas)
     start = 0
     if checkpoint_dir is not None and (ckpt := latest_checkpoint(checkpoint_dir)) is not None:
         model.load_state_dict({k[len("model."):]: v for k, v in ckpt.state.items() if k.startswith("model.")})
@@ -100,10 +116,18 @@ def train_autodecoder(model: Autodecoder, data: ObjectViews, *, steps: int | Non
         save_checkpoint(checkpoint_dir, state, step, {"optimizer": meta, "config": config_to_plain(config)})
 
     model.train()
+    if config.decoder_only:  # G_1 fixed, batch norms included: the latents must not move
+        model.eval()
+        for module in model.decoder_modules():
+            module.train()
     losses = []
+    total = max(config.steps, steps)
     n_obj = min(config.objects_per_step, len(data))
     n_view = min(config.views_per_object, data.views)
     for step in range(start, steps):
+        if config.lr_schedule == "linear":
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * (1 - step / total)
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         objects = torch.randperm(len(data), generator=g)[:n_obj]
         views = torch.stack([torch.randperm(data.views, generator=g)[:n_view] for _ in range(n_obj)])
