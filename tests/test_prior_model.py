@@ -105,3 +105,25 @@ def test_bundled_checkpoint_is_found_and_samples():
     cond = prior.encode_prompt(["a red ball bouncing"])
     latents = sample(prior, cond, views=4, steps=2, generator=torch.Generator().manual_seed(0))
     assert latents.shape == (1, 4, 1, prior.latent_channels, 8, 8) and torch.isfinite(latents).all()
+
+
+@pytest.mark.parametrize("sharing", [0.0, 0.5, 1.0])
+def test_noise_sharing_sets_the_correlation_of_the_starting_noise(tiny_folder, sharing):
+    """With one denoising step of a prior that predicts zero noise, x = x_T: its frames correlate by ``sharing``."""
+    prior = load_prior("inhouse-t2v", tiny_folder)
+    cond = prior.encode_prompt(["a red ball"] * 64)
+    captured = []
+    predict = prior.predict
+
+    def spy(x, *args, **kwargs):
+        captured.append(x.clone())
+        return predict(x, *args, **kwargs)
+
+    prior.predict = spy
+    sample(prior, cond, frames=2, steps=1, generator=torch.Generator().manual_seed(0), noise_sharing=sharing)
+    start = captured[0]
+    a, b = start[:, 0, 0].flatten(), start[:, 0, 1].flatten()
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1]) - sharing) < 0.03
+    assert abs(float(start.std()) - 1.0) < 0.03
+    with pytest.raises(ValueError, match="noise_sharing"):
+        sample(prior, cond, frames=2, steps=1, noise_sharing=1.5)

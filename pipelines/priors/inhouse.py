@@ -34,6 +34,9 @@ ROLE_OF_NAME = {"inhouse-t2i": "text-to-image", "inhouse-t2mv": "text-to-multivi
                 "inhouse-i2v": "image-to-video", "inhouse-i2orbit": "image-to-orbit"}
 BUNDLED = "inhouse-field-prior"  # folder under assets/checkpoints
 DEFAULT_ELEVATION = 15.0
+# Per role, the share of the starting noise common to all views / frames when sampling (1 = T1's shared
+# noise). Measured on the bundled prior: see its model card.
+NOISE_SHARING = {"text-to-video": 1.0, "image-to-video": 1.0}
 
 
 def cosine_schedule(steps: int = 1000, s: float = 0.008) -> DiscreteSchedule:
@@ -70,6 +73,8 @@ class FieldPrior(Denoiser):
         self.downsample = self.arch.downsample
         self.views = 4 if role == "text-to-multiview" else None
         self._empty: torch.Tensor | None = None
+        # the starting noise's shared share when sampling (see :func:`sample`)
+        self.noise_sharing = NOISE_SHARING.get(role, 1.0)
 
     # ------------------------------------------------------------------------------------------ conditioning
     def encode_prompt(self, prompts: list[str] | str, cameras: torch.Tensor | None = None) -> Conditioning:
@@ -146,16 +151,25 @@ class FieldPrior(Denoiser):
 @torch.no_grad()
 def sample(prior: FieldPrior, cond: Conditioning, views: int = 1, frames: int = 1, steps: int = 25,
            guidance_scale: float = 3.0, generator: torch.Generator | None = None,
-           consistent_noise: bool = True, batch: int | None = None) -> torch.Tensor:
+           noise_sharing: float | None = None, batch: int | None = None) -> torch.Tensor:
     """Draw latents [B, V, F, C, h, w] with DDIM (eta = 0) and classifier-free guidance.
 
-    ``consistent_noise``: the starting noise is the same for every view and frame of an item (T1 Sec. 3.2,
-    cross-view noise consistency, Eq. 1); training saw both shared and independent noise.
+    ``noise_sharing``: the share of the starting noise's variance that is common to every view and frame of
+    an item: 1 is T1's cross-view noise consistency (Sec. 3.2, Eq. 1; the same noise everywhere), 0 independent
+    noise per view and frame. Training saw both ends. ``None`` takes the role's default
+    (:attr:`FieldPrior.noise_sharing`).
     """
     b = batch or (cond.text.shape[0] if cond.text is not None else cond.image_latents.shape[0])
     C, s = prior.latent_channels, prior.arch.latent_size
-    shape = (b, 1 if consistent_noise else views, 1 if consistent_noise else frames, C, s, s)
-    x = torch.randn(shape, generator=generator).expand(b, views, frames, C, s, s).contiguous().to(prior.device)
+    rho = prior.noise_sharing if noise_sharing is None else float(noise_sharing)
+    if not 0.0 <= rho <= 1.0:
+        raise ValueError(f"noise_sharing must be in [0, 1], got {rho}")
+    common = torch.randn((b, 1, 1, C, s, s), generator=generator)
+    x = common.expand(b, views, frames, C, s, s)
+    if rho < 1.0:
+        own = torch.randn((b, views, frames, C, s, s), generator=generator)
+        x = rho ** 0.5 * x + (1.0 - rho) ** 0.5 * own
+    x = x.contiguous().to(prior.device)
     T = prior.schedule.num_steps
     levels = torch.linspace(T - 1, 0, steps + 1)
     for i in range(steps):
