@@ -249,3 +249,19 @@ def test_presets_round_trip_and_paper_values():
     assert (paper.reconstruction.steps, paper.reconstruction.warmup_steps, paper.fovy) == (5000, 3000, 33.8)
     with pytest.raises(ValueError, match="sampling.views"):
         Diffusion2Config.preset("preview").override({"sampling.views": 1})
+
+
+def test_matrix_fit_puts_the_frames_at_the_given_times():
+    """A clip the in-house video prior drew has its frames at f / F (its loop), a reference video at f / (F - 1)."""
+    from pipelines.diffusion2.config import ReconstructionConfig
+    from pipelines.diffusion2.reconstruct import matrix_fit, matrix_times
+
+    images, masks = torch.zeros(2, 4, 8, 8, 3), torch.zeros(2, 4, 8, 8, 1)
+    masks[:, :, 2:6, 2:6] = 1.0
+    cameras = matrix_cameras(2, 15.0, 2.7, 40.0, 8)
+    config = ReconstructionConfig(gaussians=50)
+    assert matrix_fit(images, masks, cameras, config, 0.0).times == matrix_times(4) == [0.0, 1 / 3, 2 / 3, 1.0]
+    loop = [0.0, 0.25, 0.5, 0.75]
+    assert list(matrix_fit(images, masks, cameras, config, 0.0, times=loop).times) == loop
+    with pytest.raises(ValueError, match="3 frame times for a matrix of 4 frames"):
+        matrix_fit(images, masks, cameras, config, 0.0, times=loop[:3])

@@ -161,6 +161,27 @@ def test_each_update_trains_the_groups_the_paper_says(models_env):
     assert torch.equal(hybrid.field.dynamic_grid.table, table_before)
 
 
+def test_video_update_renders_at_the_video_priors_frame_times(models_env):
+    """The in-house prior's frame f of F is at t = f / F (the world's motions loop over [0, 1)): the field is
+    rendered at those times, so the motion it learns is in phase with the prior's and the world's."""
+    from pipelines.fourdfy.hybrid import HybridSDS, load_priors, prior_names
+
+    config = tiny_config(p_3d=0.0)
+    hybrid = HybridSDS("a red ball bouncing", config, load_priors(prior_names(config), torch.device("cpu"),
+                                                                  config.lora_rank), seed=0)
+    times, render = [], hybrid.render
+
+    def spy(cameras, t, generator=None):
+        times.append(t)
+        return render(cameras, t, generator)
+
+    hybrid.render = spy
+    plan, _ = hybrid.step(8, torch.Generator().manual_seed(2))
+    assert plan.update == UPDATE_VID
+    frames = config.video_frames
+    assert times == [f / frames for f in range(frames)] == hybrid.priors.video.frame_times(frames)
+
+
 # -------------------------------------------------------------------- the pipeline
 def test_preview_run_end_to_end(models_env, tmp_path):
     from pipelines.registry import get_pipeline, resolve

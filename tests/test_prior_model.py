@@ -127,3 +127,14 @@ def test_noise_sharing_sets_the_correlation_of_the_starting_noise(tiny_folder, s
     assert abs(float(start.std()) - 1.0) < 0.03
     with pytest.raises(ValueError, match="noise_sharing"):
         sample(prior, cond, frames=2, steps=1, noise_sharing=1.5)
+
+
+def test_frame_times_are_the_times_the_tokens_carry(tiny_folder):
+    """The in-house prior's frame f of F is at f / F; a model without times spans [0, 1]."""
+    from pipelines.priors.denoiser import Denoiser
+
+    prior = load_prior("inhouse-t2v", tiny_folder)
+    assert prior.frame_times(4) == [0.0, 0.25, 0.5, 0.75]
+    _, _, times = prior._view_coordinates(prior.encode_prompt(["a red ball"]), 1, 1, 4, "cpu")
+    assert times.flatten().tolist() == prior.frame_times(4)
+    assert Denoiser.frame_times(prior, 3) == [0.0, 0.5, 1.0] and Denoiser.frame_times(prior, 1) == [0.0]

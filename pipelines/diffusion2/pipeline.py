@@ -168,7 +168,7 @@ def matrix_sampler(config: Diffusion2Config, video_prior, mv_prior, orbit_images
 def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator:
     from pipelines.diffusion2.denoisers import PriorDenoiser
     from pipelines.diffusion2.distributed import MatrixTask, sampling_group
-    from pipelines.diffusion2.reconstruct import masks_from_images, matrix_cameras, matrix_fit
+    from pipelines.diffusion2.reconstruct import masks_from_images, matrix_cameras, matrix_fit, matrix_times
     from pipelines.diffusion2.sampler import sample_sequence
     from pipelines.events import Artifact, EtaEstimator, Log, Preview, Progress, SceneUpdate
     from pipelines.priors.registry import load_prior
@@ -253,8 +253,10 @@ def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator
     if size != S:
         fit_images, fit_masks = _resize(images, size), _resize(masks, size)
         fit_cameras = matrix_cameras(V, config.elevation, config.distance, config.fovy, size)
+    # a reference video spans [0, 1]; a clip the video prior drew is at the prior's frame times
+    times = matrix_times(F) if kind == "video" else video_prior.frame_times(F)
     fit = matrix_fit(fit_images, fit_masks, fit_cameras, rc, config.background, seed=context.seed,
-                     device=context.device)
+                     device=context.device, times=times)
     fit_start = 1 + sc.steps
     if done > fit_start:
         fit.load_state({k: v for k, v in state.items() if k.startswith(("gaussians.", "field."))}, done - fit_start)

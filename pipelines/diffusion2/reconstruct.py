@@ -1,6 +1,7 @@
 """Stage 2 of Diffusion² (Sec. 3.4): deformable 3D Gaussians fitted to the sampled V x F image matrix.
 
-The matrix's cameras are known (V orbit views, Sec. 4.1) and so are its times (frame f at t = f / (F - 1)).
+The matrix's cameras are known (V orbit views, Sec. 4.1) and so are its times: a reference video's frames span
+[0, 1] (frame f at t = f / (F - 1)); a clip the video prior drew is at the prior's own frame times.
 Canonical Gaussians start carved from the reference frame's masks (points inside every view's silhouette,
 coloured from the images), then:
 
@@ -126,16 +127,19 @@ class MatrixLoss:
 
 
 def matrix_fit(images: Tensor, masks: Tensor, cameras: Cameras, config: ReconstructionConfig, background: float,
-               seed: int = 0, device: torch.device | str = "cpu") -> GaussianFit:
+               seed: int = 0, device: torch.device | str = "cpu", times: list[float] | None = None) -> GaussianFit:
     """Stage 2 as a :class:`~renderers.gaussian_fit.GaussianFit` over the matrix ``images`` ``[V, F, H, W, 3]``
-    (over ``background``) with subject ``masks`` ``[V, F, H, W, 1]``, seen by ``cameras`` [V] at
-    :func:`matrix_times`; canonical Gaussians carved from the reference frame's views."""
+    (over ``background``) with subject ``masks`` ``[V, F, H, W, 1]``, seen by ``cameras`` [V] at ``times``
+    [F] (default :func:`matrix_times`); canonical Gaussians carved from the reference frame's views."""
     views, frames = images.shape[:2]
     initial = carve_gaussians(images[:, 0], masks[:, 0], cameras, config.gaussians,
                               torch.Generator().manual_seed(seed))
     deformation = DeformationConfig(kind=config.deformation, width=config.deformation_width,
                                     depth=config.deformation_depth, pos_frequencies=6, time_frequencies=4)
-    return GaussianFit(initial, deformation, cameras, matrix_times(frames), images, masks=masks,
+    times = matrix_times(frames) if times is None else list(times)
+    if len(times) != frames:
+        raise ValueError(f"{len(times)} frame times for a matrix of {frames} frames")
+    return GaussianFit(initial, deformation, cameras, times, images, masks=masks,
                        settings=fit_settings(config, seed), background=torch.full((3,), float(background)),
                        weights=matrix_weights(views, frames, config.far_loss_scale),
                        loss=MatrixLoss(config.ssim_weight, config.mask_weight), device=device)

@@ -331,7 +331,8 @@ class HybridSDS:
             h, w = c.render_video
             d, e, a, f = draw_orbit(c, generator)
             cameras = orbit_cameras(d, e, a, f, w, h)
-            frames = [self.render(cameras, i / max(c.video_frames - 1, 1), generator) for i in range(c.video_frames)]
+            # at the times the prior gives its frames (the in-house prior's loop: f / F)
+            frames = [self.render(cameras, t, generator) for t in vid.frame_times(c.video_frames)]
             rgb = torch.cat([fr.rgb for fr in frames])
             out = frames[0]
             out.alpha = torch.cat([fr.alpha for fr in frames])

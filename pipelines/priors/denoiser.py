@@ -110,6 +110,12 @@ class Denoiser(torch.nn.Module):
         """Raw prediction [B, V, F, C, h, w] for noisy latents x_t [B, V, F, C, h, w] at noise level [B]."""
         raise NotImplementedError
 
+    def frame_times(self, frames: int) -> list[float]:
+        """The times in [0, 1] of the ``frames`` frames of a clip this model draws, for whoever puts the clip on
+        a time axis (4D-fy's video renders, Diffusion²'s fit). A model that is given no times spans the clip:
+        the first frame at 0, the last at 1."""
+        return [f / (frames - 1) for f in range(frames)] if frames > 1 else [0.0]
+
     def uncond(self, cond: Conditioning) -> Conditioning:
         """The unconditional counterpart of ``cond`` for classifier-free guidance (default: zeros)."""
         return replace(cond, **{k: torch.zeros_like(v) for k, v in cond.tensors().items()

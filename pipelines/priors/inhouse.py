@@ -90,6 +90,10 @@ class FieldPrior(Denoiser):
         cond.image_latents = self.encode_images(image)
         return cond
 
+    def frame_times(self, frames: int) -> list[float]:
+        """Frame f of F at time f / F: the world's motions loop over [0, 1), and the tokens carry these times."""
+        return [f / frames for f in range(frames)]
+
     def prompt_warning(self, prompt: str) -> str | None:
         return vocabulary_warning(prompt)
 
@@ -114,7 +118,7 @@ class FieldPrior(Denoiser):
         else:
             c2w, K = default_cameras(v, self.arch)
             c2w, K = c2w.to(device).expand(b, -1, -1, -1), K.to(device).expand(b, -1, -1, -1)
-        times = (torch.arange(f, device=device, dtype=torch.float32) / f).expand(b, v, f)
+        times = torch.tensor(self.frame_times(f), device=device).expand(b, v, f)
         c2w = c2w[:, :, None].expand(-1, -1, f, -1, -1).reshape(b, v * f, 4, 4)
         K = K[:, :, None].expand(-1, -1, f, -1, -1).reshape(b, v * f, 3, 3)
         return c2w, K, times.reshape(b, v * f)
