@@ -164,7 +164,8 @@ def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidan
     res = mv.arch.resolution
     video_prior = load_field_prior(folder, "text-to-video", "inhouse-t2v")
     classifier = load_classifier()
-    gen = torch.Generator().manual_seed(seed)
+    # one generator per kind of sample, so that a change to how one role samples leaves the others' noise alone
+    gen_joint, gen_single, gen_video, gen_images = (torch.Generator().manual_seed(seed * 4 + k) for k in range(4))
     cams = orbit(ORBIT_AZIMUTHS, res)
     cam_flat = cams.c2w.reshape(1, 4, 16)
     video_cam = orbit([ORBIT_AZIMUTHS[0]], res)
@@ -180,16 +181,16 @@ def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidan
         prompts = [c.prompt for c in chunk]
         cond = mv.encode_prompt(prompts)
         cond.cameras = cam_flat.expand(b, -1, -1)
-        joint.append(decode(mv, sample(mv, cond, views=4, steps=steps, guidance_scale=guidance, generator=gen)))
+        joint.append(decode(mv, sample(mv, cond, views=4, steps=steps, guidance_scale=guidance, generator=gen_joint)))
         # the same four views, each sampled alone (independent noise, one view per item)
         one = mv.encode_prompt([p for p in prompts for _ in range(4)])
         one.cameras = cams.c2w.reshape(4, 1, 16).repeat(b, 1, 1)
-        single.append(decode(mv, sample(mv, one, views=1, steps=steps, guidance_scale=guidance, generator=gen))
+        single.append(decode(mv, sample(mv, one, views=1, steps=steps, guidance_scale=guidance, generator=gen_single))
                       .reshape(b, 4, res, res, 3))
         vcond = video_prior.encode_prompt(prompts)
         vcond.cameras = video_cam.c2w.reshape(1, 1, 16).expand(b, -1, -1)
         video.append(decode(video_prior, sample(video_prior, vcond, frames=4, steps=steps, guidance_scale=guidance,
-                                                generator=gen)))
+                                                generator=gen_video)))
         for c in chunk:
             truth_views.append(render_truth(c.spec, cams, [0.0] * 4))
             truth_video.append(render_truth(c.spec, Cameras(video_cam.c2w.expand(4, 4, 4), video_cam.K.expand(4, 3, 3),
@@ -217,7 +218,7 @@ def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidan
                            "ground truth": consistency(truth_views)}
     log(f"attributes and consistency done ({time.perf_counter() - t_start:.0f} s)")
 
-    image_roles = _image_roles(folder, n_reference, steps, guidance, gen, res)
+    image_roles = _image_roles(folder, n_reference, steps, guidance, gen_images, res)
     return {
         "prior": str(folder), "steps": steps, "guidance": guidance, "seed": seed, "resolution": res,
         "attributes": attributes, "consistency": consistency_figures, "image roles": image_roles,

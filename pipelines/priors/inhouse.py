@@ -36,7 +36,7 @@ BUNDLED = "inhouse-field-prior"  # folder under assets/checkpoints
 DEFAULT_ELEVATION = 15.0
 # Per role, the share of the starting noise common to all views / frames when sampling (1 = T1's shared
 # noise). Measured on the bundled prior: see its model card.
-NOISE_SHARING = {"text-to-video": 1.0, "image-to-video": 1.0}
+NOISE_SHARING = {"text-to-video": 0.0, "image-to-video": 0.0}
 
 
 def cosine_schedule(steps: int = 1000, s: float = 0.008) -> DiscreteSchedule:
