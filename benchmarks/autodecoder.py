@@ -69,7 +69,8 @@ def training_figures(model, edm, conditions: dict, device: str, repeats: int) ->
     suffix = "" if device == "cpu" else f"_{device}"
     figures = {f"autodecoder_train_objects_per_s{suffix}": n / median_time(ad_step, repeats),
                f"diffusion_train_latents_per_s{suffix}": len(latents) / median_time(edm_step, repeats)}
-    model.eval().cpu(), edm.eval().cpu()
+    model.eval().cpu()
+    edm.eval().cpu()
     return figures
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -145,10 +144,7 @@ def train_autodecoder_stage(args) -> int:
           f"({seconds / 60:.1f} min this sitting)", flush=True)
     if source is not None:
         bundle = save_bundle(run_dir / "bundle.safetensors", model.eval(), *source[1:])
-        for dest in [args.export] if args.export else []:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(bundle, dest)
-            print(f"bundle -> {dest}", flush=True)
+        _copy_bundle(bundle, [args.export] if args.export else [])
     return 0
 
 
@@ -158,18 +154,25 @@ def evaluate_training_objects(model, captions: list[str]) -> dict:
     world's own renders score 100 % / 100 % on the 128 objects of the bundled model.)"""
     import torch
 
+    with torch.no_grad():
+        grids = torch.cat([model(ids) for ids in torch.arange(len(captions)).split(16)])
+        scenes = [model.scene(grid) for grid in grids]
+    return {"objects": len(captions), **_shape_colour_accuracy(scenes, captions)}
+
+
+def _shape_colour_accuracy(scenes: list, prompts: list[str]) -> dict[str, float]:
+    """``shape_accuracy`` / ``colour_accuracy``: how often the world classifier sees in each scene the shape and
+    colour its prompt names (over the prompts that name them)."""
     from pipelines.world.classifier import load_classifier, prompt_accuracy
 
     classifier = load_classifier()
     hits = {"shape": [], "colour": []}
-    with torch.no_grad():
-        grids = torch.cat([model(ids) for ids in torch.arange(len(captions)).split(16)])
-        for grid, caption in zip(grids, captions):
-            result = prompt_accuracy(model.scene(grid), caption, classifier)
-            for name in hits:
-                if name in result["correct"]:
-                    hits[name].append(result["correct"][name])
-    return {"objects": len(captions), **{f"{k}_accuracy": sum(v) / len(v) for k, v in hits.items() if v}}
+    for scene, prompt in zip(scenes, prompts):
+        result = prompt_accuracy(scene, prompt, classifier)
+        for name in hits:
+            if name in result["correct"]:
+                hits[name].append(result["correct"][name])
+    return {f"{k}_accuracy": sum(v) / len(v) for k, v in hits.items() if v}
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -236,11 +239,17 @@ def train_diffusion_stage(args) -> int:
         figures["samples"] = evaluate_samples(bundle, args.evaluate)
     _write_json(run_dir / "latent-diffusion.json", figures)
     print(json.dumps({k: v for k, v in figures.items()}, indent=1), flush=True)
-    for dest in ([_installed_bundle()] if args.install else []) + ([args.export] if args.export else []):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(bundle, dest)
-        print(f"bundle -> {dest}", flush=True)
+    _copy_bundle(bundle, ([_installed_bundle()] if args.install else []) + ([args.export] if args.export else []))
     return 0
+
+
+def _copy_bundle(bundle: Path, destinations: list[Path]) -> None:
+    """Copy the run's bundle to each destination (folders made as needed; written atomically)."""
+    from pipelines.atomic_files import write_atomic
+
+    for dest in destinations:
+        write_atomic(dest, bundle.read_bytes())
+        print(f"bundle -> {dest}", flush=True)
 
 
 def _installed_bundle() -> Path:
@@ -257,22 +266,14 @@ def evaluate_samples(bundle: Path, count: int, steps: int = 18, seed: int = 0, g
     from pipelines.autodecoder.diffusion import caption_conditions
     from pipelines.autodecoder.generate import load_bundle, sample_scenes
     from pipelines.world import grammar
-    from pipelines.world.classifier import load_classifier, prompt_accuracy
     from pipelines.world.datasets import split_seeds
 
     model, norm, edm = load_bundle(bundle)
-    classifier = load_classifier()
     specs = [grammar.sample_spec(s) for s in split_seeds("test", count)]
     prompts = [s.caption() for s in specs]
     scenes = sample_scenes(model, edm, norm, **caption_conditions(prompts, edm.config), guidance=guidance,
                            steps=steps, generator=torch.Generator().manual_seed(seed))
-    hits = {"shape": [], "colour": []}
-    for scene, prompt in zip(scenes, prompts):
-        result = prompt_accuracy(scene, prompt, classifier)
-        for name in hits:
-            if name in result["correct"]:
-                hits[name].append(result["correct"][name])
-    return {"prompts": count, **{f"{k}_accuracy": sum(v) / len(v) for k, v in hits.items() if v}}
+    return {"prompts": count, **_shape_colour_accuracy(scenes, prompts)}
 
 
 def run(args: argparse.Namespace) -> int:
