@@ -96,6 +96,38 @@ def test_a_new_run_can_start_from_exported_weights(world, tmp_path):
         train_prior(config.replace(init_from=str(tmp_path)), tmp_path / "fifth", world=world, stop_after=0)
 
 
+def test_a_deeper_run_starts_as_the_exported_model(world, tmp_path):
+    """init_from with more blocks: the exported blocks come first and the extra ones are the identity, so the
+    grown model predicts exactly what the exported one does; fewer blocks is refused."""
+    from pipelines.models.training import export_prior
+
+    config = TrainPriorConfig.preset("tiny").replace(steps=3)
+    train_prior(config, tmp_path / "first", world=world)
+    exported = export_prior(tmp_path / "first", tmp_path / "exported")
+    small = train_prior(config.replace(init_from=str(exported)), tmp_path / "small", world=world, stop_after=0)
+    deep = train_prior(config.replace(init_from=str(exported), depth=config.depth + 2), tmp_path / "deep",
+                       world=world, stop_after=0)
+    small_model, deep_model = small["model"].eval(), deep["model"].eval()
+    assert len(deep_model.blocks) == len(small_model.blocks) + 2
+    arch = small_model.arch
+    g = torch.Generator().manual_seed(0)
+    B, N, s = 2, 3, arch.resolution // arch.downsample
+    x = torch.randn(B, N, arch.latent_channels, s, s, generator=g)
+    ids = torch.randint(3, arch.vocab_size, (B, arch.text_length), generator=g)
+    c2w = torch.eye(4).expand(B, N, 4, 4).clone()
+    c2w[..., 2, 3] = 2.7
+    K = torch.tensor([[20.0, 0, 16], [0, 20.0, 16], [0, 0, 1]]).expand(B, N, 3, 3)
+    args = (torch.tensor([100, 700]), c2w, K, torch.rand(B, N, generator=g), torch.zeros(B, N, dtype=torch.bool))
+    with torch.no_grad():
+        want = small_model(x, args[0], small_model.encode_text(ids), *args[1:])
+        got = deep_model(x, args[0], deep_model.encode_text(ids), *args[1:])
+    assert want.abs().max() > 0
+    assert torch.allclose(got, want, atol=1e-6)
+    with pytest.raises(ValueError, match="different architecture .depth"):
+        train_prior(config.replace(init_from=str(exported), depth=1), tmp_path / "shallow", world=world,
+                    stop_after=0)
+
+
 @pytest.mark.slow
 def test_tiny_overfit_lowers_the_loss(world, tmp_path):
     config = TrainPriorConfig.preset("tiny").replace(steps=120, lr=3e-3, warmup=5, batch=4, image_batch=4,

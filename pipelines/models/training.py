@@ -351,8 +351,7 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
         step, train_seconds = _restore(out_dir, config, model, ema, optimizer, device)
         say(f"resumed at step {step} ({train_seconds / 60:.1f} min trained so far)")
     elif config.init_from:
-        _initialise(Path(config.init_from).expanduser(), config, model, ema)
-        say(f"started from the weights in {config.init_from}")
+        say(_initialise(Path(config.init_from).expanduser(), config, model, ema))
     from pipelines.priors.inhouse import cosine_schedule
 
     schedule = cosine_schedule()
@@ -417,8 +416,11 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
             "model": model, "ema": ema}
 
 
-def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict) -> None:
-    """Model and EMA weights from an exported prior ``folder`` whose architecture is ``config``'s."""
+def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict) -> str:
+    """Model and EMA weights from an exported prior ``folder`` whose architecture is ``config``'s, or the same
+    with fewer blocks: a deeper model keeps the exported blocks first and its extra blocks start as the identity
+    (adaLN-Zero gates and the cross-attention output at zero), so it begins as the exported model's function.
+    Returns how it started (one sentence)."""
     from safetensors.torch import load_file
 
     if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
@@ -427,13 +429,20 @@ def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: di
     saved = json.loads((folder / "config.json").read_text()).get("arch", {})
     wanted = config.arch(model.arch.vocab_size).to_dict()
     changed = [k for k in wanted if k in saved and saved[k] != wanted[k]]
-    if changed:
+    grow = changed == ["depth"] and saved["depth"] < wanted["depth"]
+    if changed and not grow:
         raise ValueError(f"init_from '{folder}' has a different architecture ({', '.join(changed)}); "
-                         "set the same sizes or start from random weights.")
+                         "set the same sizes (or a larger depth) or start from random weights.")
     tensors = {k: v.float() for k, v in load_file(folder / "model.safetensors").items()}
-    model.load_state_dict(tensors)
+    missing, unexpected = model.load_state_dict(tensors, strict=not grow)
+    if unexpected or any(not k.startswith("blocks.") for k in missing):
+        raise ValueError(f"init_from '{folder}' does not match the model's layers.")
     for k, v in model.state_dict().items():
         ema[k].copy_(v)
+    if grow:
+        return (f"started from the weights in {folder}, grown from {saved['depth']} to {wanted['depth']} blocks "
+                "(the new blocks start as the identity)")
+    return f"started from the weights in {folder}"
 
 
 def _restore(out_dir: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict, optimizer, device) -> tuple:
