@@ -75,6 +75,8 @@ def test_image_to_4d_end_to_end(tiny_models, tmp_path, monkeypatch):
     assert stages[0] == "reference" and stages.count("sampling") == 2 and stages.count("reconstruction") == 6
     # the in-house priors get the reference described in their words (they follow captions better than images)
     assert any("described the reference as 'a red sphere'" in getattr(e, "message", "") for e in events)
+    # and are told that one image names no motion
+    assert any(getattr(e, "level", "") == "warning" and "shows no motion" in e.message for e in events)
     previews = [e for e in events if isinstance(e, Preview)]
     grids = [p for p in previews if p.grid == (3, 3)]
     assert grids and grids[-1].image.shape == (48, 48, 3)
@@ -185,6 +187,9 @@ def test_video_to_4d_uses_the_frames_as_row_zero(tiny_models, tmp_path, monkeypa
     _, events = run_pipeline("video-to-4d", {"video": str(asset_path("examples", "yellow_walker.mp4"))}, tmp_path)
     logs = " ".join(getattr(e, "message", "") for e in events)
     assert "separated from its background" in logs
+    # a clip's caption for the in-house priors names its motion as well (read before recentring)
+    caption = logs.split("described the reference as '")[1].split("'")[0]
+    assert caption.startswith("a yellow walker ") and "shows no motion" not in logs
     ref = next(e for e in events if isinstance(e, Preview) and e.name.startswith("reference"))
     row0 = ref.image[:16].astype(float)
     assert row0[..., 0].mean() > row0[..., 2].mean() + 5  # yellow subject on black in every frame

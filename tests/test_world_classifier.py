@@ -71,3 +71,16 @@ def test_describe_image_names_the_colour_and_shape_of_the_example_images():
                           ("green_torus.png", "a green torus")):
         ref = load_reference(str(asset_path("examples", name)), "image", frames=1)
         assert describe_image(ref.rgb[0], ref.alpha[0]) == caption
+
+
+def test_describe_image_of_a_clip_also_names_its_motion():
+    """A video reference (as given, before recentring) gets its motion in the caption the in-house prior reads."""
+    from assets import asset_path
+    from pipelines.diffusion2.inputs import load_reference
+
+    for name, caption in (("pink_ball_bounce.mp4", "a pink sphere bouncing"),
+                          ("purple_cone_pulse.mp4", "a purple cone pulsing"),
+                          ("teal_cylinder_spin.mp4", "a teal cylinder spinning"),
+                          ("yellow_walker.mp4", "a yellow walker walking")):
+        ref = load_reference(str(asset_path("examples", name)), "video", frames=8)
+        assert describe_image(ref.rgb, ref.alpha) == caption, name

@@ -59,7 +59,8 @@ def _encode(prior, images: Tensor) -> Tensor:
 
 
 def _reference(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator:
-    """Yields Log events; returns the Reference at the matrix resolution (subject recentred)."""
+    """Yields Log events; returns the Reference as given (image, video frames or the drawn image) and the same
+    at the matrix resolution (subject recentred)."""
     from pipelines.diffusion2.inputs import from_generated, load_reference, recentre, resize
     from pipelines.events import Log
     from pipelines.priors.registry import load_prior
@@ -85,13 +86,15 @@ def _reference(kind: str, inputs: dict, config: Diffusion2Config, context) -> It
         ref = load_reference(inputs[kind], kind, frames=frames if kind == "video" else 1)
     for note in ref.notes:
         yield Log(note)
-    return recentre(ref, config.resolution, config.fill) if config.recenter else resize(ref, config.resolution)
+    return ref, recentre(ref, config.resolution, config.fill) if config.recenter else resize(ref, config.resolution)
 
 
 def _prior_prompt(kind: str, inputs: dict, config: Diffusion2Config, reference, priors) -> Iterator:
     """The text given to the orbit and video priors with the reference: ``config.prompt``, else the user's
     prompt (text-to-4D), else, for the in-house prior (which follows captions far better than reference
-    images), a caption of the reference read by the world's attribute classifier. Yields Log events."""
+    images), a caption of the reference as given (before recentring, which changes the subject's apparent size
+    and motion) read by the world's attribute classifier: its colour and shape, and for a video its motion
+    too. Yields Log events."""
     from pipelines.events import Log
 
     if config.prompt or kind == "prompt":
@@ -100,8 +103,14 @@ def _prior_prompt(kind: str, inputs: dict, config: Diffusion2Config, reference, 
         return ""
     from pipelines.world.classifier import describe_image
 
-    caption = describe_image(reference.rgb[0], reference.alpha[0])
+    if kind == "video":
+        caption = describe_image(reference.rgb, reference.alpha)
+    else:
+        caption = describe_image(reference.rgb[0], reference.alpha[0])
     yield Log(f"described the reference as {caption!r} for the in-house prior (set 'prompt' to override)")
+    if kind == "image":
+        yield Log("one image shows no motion, so the video prior picks one; name it in 'prompt' (e.g. "
+                  f"'{caption} bouncing') or pick one of the motion candidates", level="warning")
     return caption
 
 
@@ -187,9 +196,9 @@ def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator
     if ckpt is not None:
         yield Log(f"resumed from the checkpoint after step {done} of {total}")
 
-    reference = yield from _reference(kind, inputs, config, context)
+    given, reference = yield from _reference(kind, inputs, config, context)
     ref_images = reference.composite(config.background)  # [N, S, S, 3]
-    prompt = yield from _prior_prompt(kind, inputs, config, reference, (video_prior, mv_prior))
+    prompt = yield from _prior_prompt(kind, inputs, config, given, (video_prior, mv_prior))
 
     # ---------------------------------------------------------------- stage 1a: the references (Fig. 2 (i))
     if done < 1:
@@ -289,9 +298,9 @@ def motion_candidates(kind: str, inputs: dict, config: Diffusion2Config, seeds: 
 
     sc = config.sampling
     prior = load_prior(prior_name(config, context, "video"), device=context.device)
-    reference = yield from _reference(kind, inputs, config, context)
+    given, reference = yield from _reference(kind, inputs, config, context)
     image = reference.composite(config.background)[:1]
-    prompt = yield from _prior_prompt(kind, inputs, config, reference, (prior,))
+    prompt = yield from _prior_prompt(kind, inputs, config, given, (prior,))
     rows = PriorDenoiser(prior, video_conditioning(prior, config, image, torch.tensor([0]), prompt), "rows",
                          sc.video_guidance)
     settings = sampler_settings(config, prior, reference=True)

@@ -206,20 +206,29 @@ def prompt_accuracy(scene: Scene, prompt: str, model: AttributeClassifier | None
 
 def describe_image(rgb: Tensor, alpha: Tensor, model: AttributeClassifier | None = None) -> str:
     """A caption "a <colour> <shape>" of one straight-colour image ``rgb`` ``[H, W, 3]`` with ``alpha``
-    ``[H, W, 1]`` (the subject on any background), read by the attribute classifier.
+    ``[H, W, 1]`` (the subject on any background), read by the attribute classifier; given a clip
+    (``[F, H, W, 3]`` and ``[F, H, W, 1]``) also its motion: "a <colour> <shape> <motion>".
 
     The in-house prior follows captions far more reliably than reference images, so pipelines that run it on
-    an image without a prompt describe the image in the words the prior was trained on.
+    an image or a video without a prompt describe it in the words the prior was trained on. One image cannot
+    show a motion, so its caption names none.
     """
     import torch.nn.functional as F
 
+    from pipelines.world.grammar import MOTION_WORDS
+
     model = load_classifier() if model is None else model
     c = model.config
-    premultiplied = (rgb * alpha).movedim(-1, 0)[None]
+    clip = rgb.ndim == 4
+    rgb, alpha = (rgb, alpha) if clip else (rgb[None], alpha[None])
+    # the clip's frames spread over the classifier's (one image: every frame the same)
+    pick = torch.linspace(0, rgb.shape[0] - 1, c.frames).round().long()
+    premultiplied = (rgb * alpha)[pick].movedim(-1, 1)
     size = (c.resolution, c.resolution)
-    x = F.interpolate(torch.cat([premultiplied, alpha.movedim(-1, 0)[None]], 1), size=size, mode="bilinear",
-                      align_corners=False, antialias=True)[0].movedim(0, -1)
-    x = x[None, None, None].expand(1, c.views, c.frames, *x.shape)
+    x = F.interpolate(torch.cat([premultiplied, alpha[pick].movedim(-1, 1)], 1), size=size, mode="bilinear",
+                      align_corners=False, antialias=True).movedim(1, -1)
+    x = x[None, None].expand(1, c.views, *x.shape)
     attributes = model.predict(x[..., :3], x[..., 3:])[0]
     article = "an" if attributes["colour"][0] in "aeiou" else "a"
-    return f"{article} {attributes['colour']} {attributes['shape']}"
+    caption = f"{article} {attributes['colour']} {attributes['shape']}"
+    return f"{caption} {MOTION_WORDS[attributes['motion']][0][0]}" if clip else caption
