@@ -100,6 +100,7 @@ def test_a_deeper_run_starts_as_the_exported_model(world, tmp_path):
     """init_from with more blocks: the exported blocks come first and the extra ones are the identity, so the
     grown model predicts exactly what the exported one does; fewer blocks is refused."""
     from pipelines.models.training import export_prior
+    from pipelines.priors.inhouse import FieldPrior
 
     config = TrainPriorConfig.preset("tiny").replace(steps=3)
     train_prior(config, tmp_path / "first", world=world)
@@ -107,20 +108,14 @@ def test_a_deeper_run_starts_as_the_exported_model(world, tmp_path):
     small = train_prior(config.replace(init_from=str(exported)), tmp_path / "small", world=world, stop_after=0)
     deep = train_prior(config.replace(init_from=str(exported), depth=config.depth + 2), tmp_path / "deep",
                        world=world, stop_after=0)
-    small_model, deep_model = small["model"].eval(), deep["model"].eval()
-    assert len(deep_model.blocks) == len(small_model.blocks) + 2
-    arch = small_model.arch
-    g = torch.Generator().manual_seed(0)
-    B, N, s = 2, 3, arch.resolution // arch.downsample
-    x = torch.randn(B, N, arch.latent_channels, s, s, generator=g)
-    ids = torch.randint(3, arch.vocab_size, (B, arch.text_length), generator=g)
-    c2w = torch.eye(4).expand(B, N, 4, 4).clone()
-    c2w[..., 2, 3] = 2.7
-    K = torch.tensor([[20.0, 0, 16], [0, 20.0, 16], [0, 0, 1]]).expand(B, N, 3, 3)
-    args = (torch.tensor([100, 700]), c2w, K, torch.rand(B, N, generator=g), torch.zeros(B, N, dtype=torch.bool))
+    small_prior, deep_prior = (FieldPrior(run["model"].eval(), "text-to-multiview", "inhouse-t2mv")
+                               for run in (small, deep))
+    assert len(deep_prior.model.blocks) == len(small_prior.model.blocks) + 2
+    cond = small_prior.encode_prompt(["a red ball bouncing", "a blue cube"])
+    x = torch.randn(2, 3, 1, small_prior.latent_channels, 4, 4, generator=torch.Generator().manual_seed(0))
+    level = torch.tensor([100.0, 700.0])
     with torch.no_grad():
-        want = small_model(x, args[0], small_model.encode_text(ids), *args[1:])
-        got = deep_model(x, args[0], deep_model.encode_text(ids), *args[1:])
+        want, got = small_prior(x, level, cond), deep_prior(x, level, cond)
     assert want.abs().max() > 0
     assert torch.allclose(got, want, atol=1e-6)
     with pytest.raises(ValueError, match="different architecture .depth"):
