@@ -10,6 +10,7 @@ from pipelines.models.evaluate import (
     orbit,
     pooled_psnr,
     render_truth,
+    shape_by_motion,
 )
 from pipelines.world import grammar
 
@@ -48,3 +49,17 @@ def test_evaluation_cases_keep_held_out_combinations_apart():
     assert sum(c.held_out for c in cases) == 2 and len(cases) == 8
     assert all((c.spec.shape, c.spec.colour, c.spec.motion) not in held for c in cases if not c.held_out)
     assert all(grammar.attributes_from_text(c.prompt)["shape"] == c.spec.shape for c in cases)
+
+
+
+def test_shape_by_motion_counts_each_motion_apart():
+    cases = evaluation_cases(12, [("sphere", "pink", "bounce")])
+    motion = cases[0].spec.motion
+    # every prompt with the first case's motion read as the wrong shape, everything else right
+    wrong = {"sphere": "cube"}
+    predicted = [{"shape": wrong.get(c.spec.shape, "sphere") if c.spec.motion == motion else c.spec.shape}
+                 for c in cases]
+    table = shape_by_motion(predicted, cases)
+    assert sum(v["prompts"] for v in table.values()) == len(cases)
+    assert table[motion]["shape"] == 0.0 and table[motion]["prompts"] == sum(c.spec.motion == motion for c in cases)
+    assert all(v["shape"] == 1.0 for m, v in table.items() if m != motion)

@@ -140,6 +140,18 @@ def _accuracy(predicted: list[dict], cases: list[Case]) -> dict[str, float]:
     return out
 
 
+def shape_by_motion(predicted: list[dict], cases: list[Case]) -> dict[str, dict[str, float]]:
+    """Shape accuracy of the samples per true motion, ``{motion: {"prompts": n, "shape": accuracy}}``.
+
+    Motions that move the object to a place the prompt does not name (``orbit``: a random phase on a ring;
+    ``walk``: a random heading) are where a sampler that cannot commit to one place shows it."""
+    out = {}
+    for motion in dict.fromkeys(c.spec.motion for c in cases):
+        hits = [p["shape"] == c.spec.shape for p, c in zip(predicted, cases) if c.spec.motion == motion]
+        out[motion] = {"prompts": len(hits), "shape": float(np.mean(hits))}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
@@ -221,7 +233,9 @@ def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidan
     image_roles = _image_roles(folder, n_reference, steps, guidance, gen_images, res)
     return {
         "prior": str(folder), "steps": steps, "guidance": guidance, "seed": seed, "resolution": res,
-        "attributes": attributes, "consistency": consistency_figures, "image roles": image_roles,
+        "attributes": attributes, "shape by motion": {"samples": shape_by_motion(predicted, cases),
+                                                      "ground truth": shape_by_motion(predicted_truth, cases)},
+        "consistency": consistency_figures, "image roles": image_roles,
         "cases": [{"prompt": c.prompt, "held_out": c.held_out, "truth": {k: getattr(c.spec, k) for k in
                    ("shape", "colour", "motion")}, "predicted": p} for c, p in zip(cases, predicted)],
         "seconds": time.perf_counter() - t_start,
@@ -291,6 +305,13 @@ def report_markdown(figures: dict) -> str:
         s, t = group["samples"], group["ground truth"]
         lines.append(f"| {name} | {group['prompts']} | {s['shape']:.0%} | {s['colour']:.0%} | {s['motion']:.0%} | "
                      f"{t['shape']:.0%} / {t['colour']:.0%} / {t['motion']:.0%} |")
+    if by_motion := figures.get("shape by motion"):
+        motions = list(by_motion["samples"])
+        lines += ["", "| shape, by the prompt's motion (all prompts) | " + " | ".join(motions) + " |",
+                  "| --- |" + " --- |" * len(motions)]
+        for row, table in by_motion.items():
+            lines.append(f"| {row} | " + " | ".join(f"{table[m]['shape']:.0%} of {table[m]['prompts']}"
+                                                     for m in motions) + " |")
     lines += ["", "| multi-view consistency (leave-one-out hull IoU) | |", "| --- | --- |"]
     lines += [f"| {k} | {v:.3f} |" for k, v in figures["consistency"].items()]
     lines += ["", "| role | references | PSNR (model px) | PSNR 64 px | repeat reference (model px / 64 px) |",
