@@ -26,7 +26,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from pipelines.config import Config, config_from_dict, config_to_dict
+from pipelines.config import Config, ConfigError, config_from_dict, config_to_dict
 from pipelines.events import EtaEstimator, Progress
 from pipelines.models.field_dit import FieldDiT, FieldPriorArch, images_to_latents
 from pipelines.models.text import PromptTokenizer
@@ -79,6 +79,10 @@ class TrainPriorConfig(Config):
     # loss): the plain MSE is dominated by appearance, which is the same in every frame, and a model trained on
     # it alone draws still clips. 0 = off (the first 14000 steps of the bundled model).
     motion_weight: float = 0.0
+    # How often scenes of a motion are drawn, relative to the others: "orbit=3,walk=3" draws orbiting and walking
+    # scenes three times as often. "" = every scene equally (the bundled runs). The bundled model's samples of
+    # orbiting (random phase on a ring) and walking (random heading) prompts are mostly the wrong shape.
+    motion_weights: str = ""
     seed: int = 0
     # An exported prior folder (model.safetensors + config.json, e.g. the bundled one) whose weights start a
     # new run instead of random ones: training continues a model whose run folder is gone. The optimiser
@@ -148,6 +152,31 @@ def _latents(rgb_u8: torch.Tensor, downsample: int) -> torch.Tensor:
     return images_to_latents(rgb_u8.float().div(255).movedim(-1, -3), downsample)
 
 
+def motion_weight_table(text: str) -> dict[str, float]:
+    """``"orbit=3,walk=3"`` -> ``{"orbit": 3.0, "walk": 3.0}``; one clear sentence for anything else."""
+    weights = {}
+    for item in filter(str.strip, text.split(",")):
+        name, _, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if name.strip() not in grammar.MOTIONS or not weight > 0:
+            raise ConfigError(f"motion_weights takes MOTION=WEIGHT pairs with a positive weight and a motion from "
+                              f"{', '.join(grammar.MOTIONS)}; got {item.strip()!r}.")
+        weights[name.strip()] = weight
+    return weights
+
+
+def scene_probabilities(world: WorldTensors, config: TrainPriorConfig) -> np.ndarray | None:
+    """Each training scene's chance to be drawn under ``config.motion_weights`` (None: uniform)."""
+    weights = motion_weight_table(config.motion_weights)
+    if not weights:
+        return None
+    p = np.array([weights.get(spec.motion, 1.0) for spec in world.specs], dtype=np.float64)
+    return p / p.sum()
+
+
 def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptTokenizer, step: int,
                rank: int = 0) -> dict:
     """The mixed-role batch of step ``step`` for process ``rank`` (deterministic in (seed, step, rank)).
@@ -157,6 +186,10 @@ def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptT
     """
     rng = np.random.default_rng([config.seed, step, 7] + ([rank] if rank else []))
     S = world.rgb.shape[0]
+    chance = scene_probabilities(world, config)
+
+    def scene() -> int:
+        return int(rng.integers(S)) if chance is None else int(rng.choice(S, p=chance))
 
     def caption(i: int, role: str) -> str:
         if rng.random() < (config.p_uncond_image if role.startswith("image-to") else config.p_uncond):
@@ -179,7 +212,7 @@ def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptT
 
     sets, roles = [], []
     for _ in range(config.batch):
-        i, role = int(rng.integers(S)), TRAIN_ROLES[rng.integers(len(TRAIN_ROLES))]
+        i, role = scene(), TRAIN_ROLES[rng.integers(len(TRAIN_ROLES))]
         v, f = int(rng.integers(4)), int(rng.integers(4))
         keep = rng.random() >= config.p_drop_image
         if role in ("multiview", "image-to-orbit"):
@@ -193,7 +226,7 @@ def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptT
         clean = [role.startswith("image-to") and keep, False, False, False]
         sets.append((i, views, frames, clean))
         roles.append(role)
-    images = [(int(rng.integers(S)), [int(rng.integers(4))], [int(rng.integers(4))], [False])
+    images = [(scene(), [int(rng.integers(4))], [int(rng.integers(4))], [False])
               for _ in range(config.image_batch)]
     return {"sets": pack(sets, roles), "images": pack(images, ["image"] * len(images)),
             "seed": int(rng.integers(2 ** 31))}
@@ -360,6 +393,7 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
         from torch.nn.parallel import DistributedDataParallel
 
         step_loss = DistributedDataParallel(step_loss, device_ids=[device.index] if device.type == "cuda" else None)
+    motion_weight_table(config.motion_weights)  # a bad table is refused before the world is loaded
     if world is None:
         world = load_world(config, say)
     say(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {world.rgb.shape[0]} scenes, "
