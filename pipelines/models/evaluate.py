@@ -141,7 +141,7 @@ def _accuracy(predicted: list[dict], cases: list[Case]) -> dict[str, float]:
 
 
 def shape_by_motion(predicted: list[dict], cases: list[Case]) -> dict[str, dict[str, float]]:
-    """Shape accuracy of the samples per true motion, ``{motion: {"prompts": n, "shape": accuracy}}``.
+    """Shape accuracy of ``predicted`` per true motion, ``{motion: {"prompts": n, "shape": accuracy}}``.
 
     Motions that move the object to a place the prompt does not name (``orbit``: a random phase on a ring;
     ``walk``: a random heading) are where a sampler that cannot commit to one place shows it."""
