@@ -12,6 +12,7 @@ from pipelines.models import cli_train
 from pipelines.models.text import PromptTokenizer
 from pipelines.models.training import (
     TrainPriorConfig,
+    _latents,
     held_out_combinations,
     load_world,
     make_batch,
@@ -43,7 +44,6 @@ def test_batches_mix_roles_and_are_deterministic(world):
     assert len(held) == 24 and all((s.shape, s.colour, s.motion) not in held for s in world.specs)
 
 
-
 def test_motion_weights_draw_some_motions_more_often(world):
     config = TrainPriorConfig.preset("tiny")
     assert scene_probabilities(world, config) is None  # the default draws every scene equally
@@ -54,8 +54,6 @@ def test_motion_weights_draw_some_motions_more_often(world):
     assert abs(chance.sum() - 1) < 1e-9
     assert all(c == chance.max() for c, m in zip(chance, mine) if m) and (not all(mine)) and chance.min() < chance.max()
     # with a heavy weight every drawn item shows a scene of that motion
-    from pipelines.models.training import _latents
-
     heavy = weighted.replace(motion_weights=f"{motion}=100000", batch=8)
     batch = make_batch(world, heavy, PromptTokenizer(config.text_length), 0)["sets"]["x0"][:, 0]
     frames = {i: _latents(world.rgb[i].flatten(0, 1), config.downsample) for i in range(len(world.specs))}
@@ -66,6 +64,7 @@ def test_motion_weights_draw_some_motions_more_often(world):
     with pytest.raises(ConfigError, match="positive"):
         motion_weight_table("orbit=0")
     assert motion_weight_table("orbit=3, walk=2.5") == {"orbit": 3.0, "walk": 2.5}
+
 
 def test_the_motion_loss_looks_only_at_one_view_at_two_times(world):
     """motion_weight: the temporal-difference term covers video-like pairs only and adds to the plain loss."""
