@@ -88,6 +88,43 @@ def test_tokens_see_their_coordinates(tiny_folder):
     assert not torch.allclose(frames.reshape(a.shape), a)
 
 
+def test_a_heading_model_sees_the_heading_and_the_roles_choose_it(tmp_path):
+    """arch.heading: a heading changes the prediction, NaN is "unknown", a model without the input ignores
+    it; the text roles ask for heading 0 (the canonical pose) and the image roles for none."""
+    torch.manual_seed(1)
+    arch = FieldPriorArch(resolution=16, downsample=4, width=32, depth=1, heads=2, text_width=32, text_layers=1,
+                          vocab_size=PromptTokenizer().vocab_size, heading=True)
+    model = FieldDiT(arch).eval()
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(3, 2, 48, 4, 4)
+    args = (torch.tensor([300.0] * 3), model.encode_text(PromptTokenizer().encode(["a red ball"] * 3)),
+            default_cameras(2, arch)[0].expand(3, -1, -1, -1), default_cameras(2, arch)[1].expand(3, -1, -1, -1),
+            torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bool))
+    nan = float("nan")
+    with torch.no_grad():
+        out = model(x, *args, torch.tensor([0.0, 1.0, nan]))
+        assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
+        # per item: the same item at the same heading gives the same answer in any batch
+        assert torch.allclose(model(x[1:2], *(a[1:2] for a in args), torch.tensor([1.0])), out[1:2], atol=1e-5)
+        # None means unknown for every item
+        assert torch.allclose(model(x, *args), model(x, *args, torch.full((3,), nan)))
+        plain = FieldDiT(FieldPriorArch(**{**arch.to_dict(), "heading": False}))
+        assert torch.equal(plain(x, *args, torch.tensor([0.0, 1.0, nan])), plain(x, *args))
+    folder = tmp_path / "prior"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"arch": arch.to_dict()}))
+    assert {n: load_prior(n, folder).heading for n in ROLE_OF_NAME} == {
+        "inhouse-t2i": 0.0, "inhouse-t2mv": 0.0, "inhouse-t2v": 0.0, "inhouse-i2v": None, "inhouse-i2orbit": None}
+    orbit = load_prior("inhouse-t2mv", folder)
+    cond = orbit.encode_prompt(["a red ball"])
+    xs = torch.randn(1, 2, 1, 48, 4, 4)
+    a = orbit(xs, torch.tensor([300.0]), cond)
+    orbit.heading = 1.0
+    assert not torch.allclose(orbit(xs, torch.tensor([300.0]), cond), a)
+
+
 def test_registry_names_the_five_roles():
     names = {spec.name for spec in list_models()}
     assert set(ROLE_OF_NAME) <= names

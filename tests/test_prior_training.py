@@ -155,6 +155,50 @@ def test_a_deeper_run_starts_as_the_exported_model(world, tmp_path):
                     stop_after=0)
 
 
+def test_a_heading_run_gets_the_scene_yaw_and_starts_as_the_exported_model(world, tmp_path):
+    """heading: the text roles' items carry their scene's yaw (or NaN when dropped), the image-conditioned
+    roles never do; a heading model grown from one without predicts what the exported one does."""
+    import math
+
+    from pipelines.models.training import export_prior
+    from pipelines.priors.inhouse import FieldPrior
+
+    config = TrainPriorConfig.preset("tiny").replace(steps=3, batch=16)
+    tok = PromptTokenizer(config.text_length)
+    assert "heading" not in make_batch(world, config, tok, 0)["sets"]  # the default draws as before
+    batch = make_batch(world, config.replace(heading=True), tok, 0)
+    frames = {i: _latents(world.rgb[i].flatten(0, 1), config.downsample) for i in range(len(world.specs))}
+    for part in (batch["sets"], batch["images"]):
+        for x, role, heading in zip(part["x0"][:, -1], part["roles"], part["heading"].tolist()):
+            scene = next(i for i, lat in frames.items() if (lat == x).all(dim=(1, 2, 3)).any())
+            if role.startswith("image-to"):
+                assert math.isnan(heading)
+            else:
+                assert math.isnan(heading) or heading == pytest.approx(math.radians(world.specs[scene].yaw))
+    given = batch["sets"]["heading"][[not r.startswith("image-to") for r in batch["sets"]["roles"]]]
+    assert (~given.isnan()).any()
+    dropped = make_batch(world, config.replace(heading=True, p_drop_heading=1.0), tok, 0)
+    assert dropped["sets"]["heading"].isnan().all() and dropped["images"]["heading"].isnan().all()
+
+    train_prior(config, tmp_path / "first", world=world)
+    exported = export_prior(tmp_path / "first", tmp_path / "exported")
+    plain = train_prior(config.replace(init_from=str(exported)), tmp_path / "plain", world=world, stop_after=0)
+    lines = []
+    grown = train_prior(config.replace(init_from=str(exported), heading=True), tmp_path / "grown", world=world,
+                        stop_after=0, log=lines.append)
+    assert any("new heading input" in line for line in lines)
+    want, got = (FieldPrior(run["model"].eval(), "text-to-multiview", "inhouse-t2mv") for run in (plain, grown))
+    cond = want.encode_prompt(["a red ball bouncing", "a blue cube"])
+    x = torch.randn(2, 3, 1, want.latent_channels, 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(got(x, torch.tensor([100.0, 700.0]), cond), want(x, torch.tensor([100.0, 700.0]), cond),
+                              atol=1e-6)
+    # a heading run resumes only into a heading run
+    train_prior(config.replace(heading=True, steps=1), tmp_path / "run", world=world)
+    with pytest.raises(ValueError, match="different architecture .heading"):
+        train_prior(config.replace(steps=2), tmp_path / "run", world=world)
+
+
 @pytest.mark.slow
 def test_tiny_overfit_lowers_the_loss(world, tmp_path):
     config = TrainPriorConfig.preset("tiny").replace(steps=120, lr=3e-3, warmup=5, batch=4, image_batch=4,

@@ -7,7 +7,12 @@ conditioning view) or is being denoised. Every latent pixel becomes one token wh
 - its latent content (a linear map of the ``C`` channels),
 - its coordinates: pixel position (Fourier features of ``(u, v)``), the ray through it as Plücker
   coordinates ``(d, o x d)`` (the camera of its view) and the time of its frame (Fourier features),
-- a learned "clean" flag for conditioning views.
+- a learned "clean" flag for conditioning views,
+- optionally (``arch.heading``) the object's heading: the yaw of the field's object about +Z in the
+  cameras' frame, or "unknown". A caption names no heading, so without it an object that orbits on a
+  ring (its phase is the heading) or walks along its heading may sit anywhere, and a small model's samples
+  scatter over all the places it could be. Text roles give heading 0 (a canonical pose, as MVDream's
+  cameras are relative to the object's front); image roles leave it unknown (the reference shows it).
 
 So one network denoises a single image (N = 1), V views of one time, F frames of one camera, or a V x F
 block. Tokens of all views attend to one another jointly (T1 Sec. 3.1 attends within a view and leaves the
@@ -27,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipelines.models.text import TextEncoder
+
+HEADING_BANDS = 4
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class FieldPriorArch:
     fourier_bands: int = 8
     fovy: float = 40.0          # the dataset rig's field of view, used when a caller gives no intrinsics
     distance: float = 2.7       # the dataset rig's camera distance, for default orbit cameras
+    heading: bool = False       # condition on the object's heading (see the module docstring)
 
     @property
     def latent_channels(self) -> int:
@@ -172,7 +180,16 @@ class FieldDiT(nn.Module):
         self.final_norm = nn.LayerNorm(W, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(W, 2 * W)
         self.final = nn.Linear(W, C)
-        for layer in (self.final_ada, self.final):
+        zero = [self.final_ada, self.final]
+        if arch.heading:
+            # sin/cos of k * heading for k = 1..HEADING_BANDS, into every token and the adaLN condition;
+            # "unknown" is a learned vector. Zero at the start, so a model grown from one without a heading
+            # begins as that model's function.
+            self.heading_token = nn.Linear(2 * HEADING_BANDS, W)
+            self.heading_cond = nn.Linear(2 * HEADING_BANDS, W)
+            self.heading_unknown = nn.Parameter(torch.zeros(2, W))
+            zero += [self.heading_token, self.heading_cond]
+        for layer in zero:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -181,11 +198,13 @@ class FieldDiT(nn.Module):
         return self.text(ids)
 
     def forward(self, x: torch.Tensor, level: torch.Tensor, text: torch.Tensor, c2w: torch.Tensor,
-                K: torch.Tensor, times: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+                K: torch.Tensor, times: torch.Tensor, clean: torch.Tensor,
+                heading: torch.Tensor | None = None) -> torch.Tensor:
         """Raw prediction [B, N, C, h, w] for view sets x [B, N, C, h, w].
 
         level [B] noise timesteps; text [B, L, Dt] prompt features; c2w [B, N, 4, 4]; K [B, N, 3, 3];
-        times [B, N]; clean [B, N] bool (views given clean as conditioning).
+        times [B, N]; clean [B, N] bool (views given clean as conditioning); heading [B] radians, NaN (or
+        None for all) = unknown; a model without ``arch.heading`` ignores it.
         """
         B, N, C, h, w = x.shape
         a = self.arch
@@ -201,6 +220,17 @@ class FieldDiT(nn.Module):
         tok_t = self.time(fourier(times.to(x.dtype)[..., None] * 2 - 1, a.fourier_bands)) + self.clean(clean.long())
         tokens = (tokens + tok_t[:, :, None, None]).reshape(B, N * h * w, -1)
         c = self.level(timestep_embedding(level, a.width).to(x.dtype)) + self.pooled(text[:, 0])
+        if a.heading:
+            if heading is None:
+                heading = torch.full((B,), float("nan"), device=x.device)
+            heading = heading.to(x.device, x.dtype).reshape(-1).expand(B)
+            known = ~torch.isnan(heading)
+            k = torch.arange(1, HEADING_BANDS + 1, device=x.device, dtype=x.dtype)
+            angles = torch.where(known, heading, torch.zeros_like(heading))[:, None] * k
+            feats = torch.cat([angles.sin(), angles.cos()], -1)
+            on = known[:, None].to(x.dtype)
+            tokens = tokens + (on * self.heading_token(feats) + (1 - on) * self.heading_unknown[0])[:, None]
+            c = c + on * self.heading_cond(feats) + (1 - on) * self.heading_unknown[1]
         for block in self.blocks:
             tokens = block(tokens, c, text)
         shift, scale = self.final_ada(F.silu(c)).chunk(2, -1)

@@ -58,6 +58,11 @@ class TrainPriorConfig(Config):
     text_layers: int = 1
     text_length: int = 16
     cross_attention: bool = True
+    # Condition on the object's heading (FieldPriorArch.heading), given for the text roles' items and dropped
+    # (unknown) with probability p_drop_heading; the image-conditioned roles never get it (the reference
+    # image shows it, and a pipeline that has an image knows no heading).
+    heading: bool = False
+    p_drop_heading: float = 0.2
     # data: the first ``train_size`` scenes of the world's train split, rendered as 4 x 4 matrices
     train_size: int = 1536
     held_out: int = 24          # shape/colour/motion combinations never trained on (for the evaluation)
@@ -95,7 +100,8 @@ class TrainPriorConfig(Config):
 
     def arch(self, vocab_size: int) -> FieldPriorArch:
         return FieldPriorArch(self.resolution, self.downsample, self.width, self.depth, self.heads, self.text_width,
-                              self.text_layers, self.text_length, vocab_size, self.cross_attention)
+                              self.text_layers, self.text_length, vocab_size, self.cross_attention,
+                              heading=self.heading)
 
 
 def held_out_combinations(n: int, seed: int = 1234) -> list[tuple[str, str, str]]:
@@ -182,7 +188,8 @@ def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptT
     """The mixed-role batch of step ``step`` for process ``rank`` (deterministic in (seed, step, rank)).
 
     Returns ``sets`` (4-view items) and ``images`` (single views), each a dict with x0 [B, N, C, h, w],
-    c2w [B, N, 4, 4], K [B, N, 3, 3], times [B, N], clean [B, N], ids [B, L], roles.
+    c2w [B, N, 4, 4], K [B, N, 3, 3], times [B, N], clean [B, N], ids [B, L], roles, and with
+    ``config.heading`` also heading [B] (radians, NaN = unknown).
     """
     rng = np.random.default_rng([config.seed, step, 7] + ([rank] if rank else []))
     S = world.rgb.shape[0]
@@ -207,8 +214,14 @@ def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptT
         ids = tokenizer.encode([caption(e[0], role) for e, role in zip(entries, roles)])
         # consecutive entries that show one view at two times: where the temporal-difference loss looks
         motion_pairs = (vv[:, 1:] == vv[:, :-1]) & (ff[:, 1:] != ff[:, :-1]) & ~clean[:, 1:] & ~clean[:, :-1]
-        return {"x0": x0, "c2w": world.c2w[rows, vv], "K": world.K[rows, vv], "times": world.times[rows, ff],
+        part = {"x0": x0, "c2w": world.c2w[rows, vv], "K": world.K[rows, vv], "times": world.times[rows, ff],
                 "clean": clean, "ids": ids, "roles": roles, "motion_pairs": motion_pairs}
+        if config.heading:
+            part["heading"] = torch.tensor([
+                math.radians(world.specs[e[0]].yaw)
+                if not role.startswith("image-to") and rng.random() >= config.p_drop_heading else math.nan
+                for e, role in zip(entries, roles)])
+        return part
 
     sets, roles = [], []
     for _ in range(config.batch):
@@ -251,8 +264,9 @@ def diffusion_loss(model: FieldDiT, part: dict, schedule, shared_noise: float, g
     clean = part["clean"].to(device)
     x_t = torch.where(clean[:, :, None, None, None], x0, alpha * x0 + sigma * eps)
     text = model.encode_text(part["ids"].to(device))
+    heading = part.get("heading")
     out = model(x_t, level.to(device), text, part["c2w"].to(device), part["K"].to(device),
-                part["times"].to(device), clean)
+                part["times"].to(device), clean, None if heading is None else heading.to(device))
     target = alpha * eps - sigma * x0
     weight = (~clean).float()[:, :, None, None, None]
     error = out - target
@@ -453,7 +467,8 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
 def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict) -> str:
     """Model and EMA weights from an exported prior ``folder`` whose architecture is ``config``'s, or the same
     with fewer blocks: a deeper model keeps the exported blocks first and its extra blocks start as the identity
-    (adaLN-Zero gates and the cross-attention output at zero), so it begins as the exported model's function.
+    (adaLN-Zero gates and the cross-attention output at zero), so it begins as the exported model's function;
+    likewise a model with ``heading`` grown from one without.
     Returns how it started (one sentence)."""
     from safetensors.torch import load_file
 
@@ -462,21 +477,25 @@ def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: di
                                 "and config.json).")
     saved = json.loads((folder / "config.json").read_text()).get("arch", {})
     wanted = config.arch(model.arch.vocab_size).to_dict()
-    changed = [k for k in wanted if k in saved and saved[k] != wanted[k]]
+    add_heading = wanted["heading"] and not saved.get("heading", False)
+    changed = [k for k in wanted if k in saved and saved[k] != wanted[k] and not (k == "heading" and add_heading)]
     grow = changed == ["depth"] and saved["depth"] < wanted["depth"]
     if changed and not grow:
         raise ValueError(f"init_from '{folder}' has a different architecture ({', '.join(changed)}); "
                          "set the same sizes (or a larger depth) or start from random weights.")
     tensors = {k: v.float() for k, v in load_file(folder / "model.safetensors").items()}
-    missing, unexpected = model.load_state_dict(tensors, strict=not grow)
-    if unexpected or any(not k.startswith("blocks.") for k in missing):
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    new = ("blocks.",) * grow + ("heading_",) * add_heading
+    if unexpected or any(not k.startswith(new) for k in missing):
         raise ValueError(f"init_from '{folder}' does not match the model's layers.")
     for k, v in model.state_dict().items():
         ema[k].copy_(v)
+    how = f"started from the weights in {folder}"
     if grow:
-        return (f"started from the weights in {folder}, grown from {saved['depth']} to {wanted['depth']} blocks "
-                "(the new blocks start as the identity)")
-    return f"started from the weights in {folder}"
+        how += f", grown from {saved['depth']} to {wanted['depth']} blocks (the new blocks start as the identity)"
+    if add_heading:
+        how += ", with a new heading input (it starts at zero)"
+    return how
 
 
 def _restore(out_dir: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict, optimizer, device) -> tuple:
@@ -484,7 +503,8 @@ def _restore(out_dir: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict
 
     state = json.loads((out_dir / "state.json").read_text())
     saved = config_from_dict(TrainPriorConfig, state["config"])
-    arch_keys = ("resolution", "downsample", "width", "depth", "heads", "text_width", "text_layers", "text_length")
+    arch_keys = ("resolution", "downsample", "width", "depth", "heads", "text_width", "text_layers", "text_length",
+                 "heading")
     changed = [k for k in arch_keys if getattr(saved, k) != getattr(config, k)]
     if changed:
         raise ValueError(f"{out_dir} holds a run with a different architecture ({', '.join(changed)}); "

@@ -13,12 +13,15 @@ One network (:class:`~pipelines.models.field_dit.FieldDiT`), one latent space, f
 Missing cameras default to the training rig (distance 2.7, fov 40 deg, elevation 15 deg, views evenly
 spread in azimuth); frame f of F has time f / F. For the image roles, view/frame 0 of ``x_t`` is replaced
 by the clean reference as a conditioning view, and its prediction is the one whose x0 is the reference.
+A prior trained with a heading input (``arch.heading``) is given heading 0 in the text roles and none in
+the image roles (:attr:`FieldPrior.heading`).
 The weights load from an explicit path, ``<models_dir>/<name>``, or the checkpoint bundled in ``assets``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -75,6 +78,10 @@ class FieldPrior(Denoiser):
         self._empty: torch.Tensor | None = None
         # the starting noise's shared share when sampling (see :func:`sample`)
         self.noise_sharing = NOISE_SHARING.get(role, 1.0)
+        # The object's heading (radians) for a model trained with one: text roles draw the canonical pose, so
+        # every view, frame and guidance step of a pipeline agrees on where the object faces and, for an
+        # orbiting or walking subject, where it is; None (unknown) for the image roles, whose reference shows it.
+        self.heading: float | None = 0.0 if role.startswith("text-to") else None
 
     # ------------------------------------------------------------------------------------------ conditioning
     def encode_prompt(self, prompts: list[str] | str, cameras: torch.Tensor | None = None) -> Conditioning:
@@ -136,7 +143,8 @@ class FieldPrior(Denoiser):
             ref = reference.to(x).reshape(-1, *x.shape[2:]).expand(b, -1, -1, -1)
             x = torch.cat([ref[:, None], x[:, 1:]], 1)
             clean[:, 0] = True
-        out = self.model(x, level.to(x_t.device), text.to(x_t), c2w, K, times, clean)
+        heading = torch.full((b,), math.nan if self.heading is None else self.heading, device=x_t.device)
+        out = self.model(x, level.to(x_t.device), text.to(x_t), c2w, K, times, clean, heading)
         if reference is not None:
             alpha, sigma = self.schedule.alpha_sigma(level)
             x0_pred = ref
