@@ -125,6 +125,31 @@ def test_a_heading_model_sees_the_heading_and_the_roles_choose_it(tmp_path):
     assert not torch.allclose(orbit(xs, torch.tensor([300.0]), cond), a)
 
 
+def test_the_object_frame_makes_an_orbiting_or_walking_object_sit_where_its_time_says():
+    """object_frame: seen from cameras turned into the object's frame, an orbiting or walking object of any yaw
+    is where the same object at yaw 0 is, seen from the untouched cameras."""
+    import dataclasses
+    import math
+
+    from pipelines.models.field_dit import object_frame
+    from pipelines.world.grammar import WorldSpec
+    from pipelines.world.sdf import pose_at
+
+    arch = FieldPriorArch(vocab_size=1)
+    c2w = default_cameras(4, arch, azimuth0=20.0)[0][None]                        # [1, 4, 4, 4]
+    times = torch.tensor([0.0, 0.3, 0.7])
+    for spec in (WorldSpec("cube", "red", "orbit", "matte", "medium"), WorldSpec("walker", "red", "walk")):
+        canonical = pose_at(spec, times).centre
+        for yaw in (35.0, -120.0):
+            centre = pose_at(dataclasses.replace(spec, yaw=yaw), times).centre      # [3, 3] world positions
+            assert not torch.allclose(centre, canonical, atol=1e-3)
+            turned = object_frame(c2w, torch.tensor([math.radians(yaw)]))[0]
+            in_camera = torch.linalg.solve(c2w[0], torch.cat([centre, torch.ones(3, 1)], -1).T[None])
+            in_turned = torch.linalg.solve(turned, torch.cat([canonical, torch.ones(3, 1)], -1).T[None])
+            assert torch.allclose(in_camera, in_turned, atol=1e-5)
+    assert torch.equal(object_frame(c2w, torch.zeros(1)), c2w)
+
+
 def test_registry_names_the_five_roles():
     names = {spec.name for spec in list_models()}
     assert set(ROLE_OF_NAME) <= names

@@ -11,8 +11,10 @@ conditioning view) or is being denoised. Every latent pixel becomes one token wh
 - optionally (``arch.heading``) the object's heading: the yaw of the field's object about +Z in the
   cameras' frame, or "unknown". A caption names no heading, so without it an object that orbits on a
   ring (its phase is the heading) or walks along its heading may sit anywhere, and a small model's samples
-  scatter over all the places it could be. Text roles give heading 0 (a canonical pose, as MVDream's
-  cameras are relative to the object's front); image roles leave it unknown (the reference shows it).
+  scatter over all the places it could be. A known heading turns the cameras into the object's frame
+  before the rays are computed (so the rays alone say where an orbiting or walking object is, as MVDream's
+  cameras are relative to the object's front) and its embedding says where the world, and its light, lie.
+  Text roles give heading 0 (the canonical pose); image roles leave it unknown (the reference shows it).
 
 So one network denoises a single image (N = 1), V views of one time, F frames of one camera, or a V x F
 block. Tokens of all views attend to one another jointly (T1 Sec. 3.1 attends within a view and leaves the
@@ -107,6 +109,16 @@ def plucker_rays(c2w: torch.Tensor, K: torch.Tensor, size: int, downsample: int)
     d = d / d.norm(dim=-1, keepdim=True)
     o = c2w[..., None, None, :3, 3].expand_as(d)
     return torch.cat([d, torch.linalg.cross(o, d, dim=-1)], -1)
+
+
+def object_frame(c2w: torch.Tensor, heading: torch.Tensor) -> torch.Tensor:
+    """Cameras c2w [B, N, 4, 4] of an object at yaw ``heading`` [B] (radians) about +Z, in the object's frame:
+    turned by -heading about +Z (heading 0 leaves them as they are)."""
+    c, s = torch.cos(heading), torch.sin(heading)
+    turn = torch.zeros(heading.shape[0], 4, 4, dtype=c2w.dtype, device=c2w.device)
+    turn[:, 0, 0], turn[:, 0, 1], turn[:, 1, 0], turn[:, 1, 1] = c, s, -s, c
+    turn[:, 2, 2] = turn[:, 3, 3] = 1.0
+    return turn[:, None] @ c2w
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -214,19 +226,23 @@ class FieldDiT(nn.Module):
         grid = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h * 2 - 1
         gv, gu = torch.meshgrid(grid, grid, indexing="ij")
         tokens = tokens + self.pixel(fourier(torch.stack([gu, gv], -1), a.fourier_bands))
+        known = None
+        if a.heading:
+            if heading is None:
+                heading = torch.full((B,), float("nan"), device=x.device)
+            heading = heading.to(x.device, x.dtype).reshape(-1).expand(B)
+            known = ~torch.isnan(heading)
+            heading = torch.where(known, heading, torch.zeros_like(heading))
+            c2w = object_frame(c2w.to(x.dtype), heading)
         rays = plucker_rays(c2w.to(x.dtype), K.to(x.dtype), h, a.resolution // h)   # [B, N, h, w, 6]
         rays = torch.cat([rays, fourier(rays, a.fourier_bands // 2)], -1)
         tokens = tokens + self.ray(rays)
         tok_t = self.time(fourier(times.to(x.dtype)[..., None] * 2 - 1, a.fourier_bands)) + self.clean(clean.long())
         tokens = (tokens + tok_t[:, :, None, None]).reshape(B, N * h * w, -1)
         c = self.level(timestep_embedding(level, a.width).to(x.dtype)) + self.pooled(text[:, 0])
-        if a.heading:
-            if heading is None:
-                heading = torch.full((B,), float("nan"), device=x.device)
-            heading = heading.to(x.device, x.dtype).reshape(-1).expand(B)
-            known = ~torch.isnan(heading)
+        if known is not None:
             k = torch.arange(1, HEADING_BANDS + 1, device=x.device, dtype=x.dtype)
-            angles = torch.where(known, heading, torch.zeros_like(heading))[:, None] * k
+            angles = heading[:, None] * k
             feats = torch.cat([angles.sin(), angles.cos()], -1)
             on = known[:, None].to(x.dtype)
             tokens = tokens + (on * self.heading_token(feats) + (1 - on) * self.heading_unknown[0])[:, None]
