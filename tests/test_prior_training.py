@@ -30,6 +30,12 @@ def world(tmp_path_factory):
     return load_world(config, log=lambda line: None)
 
 
+def scene_of(world, latent, downsample: int) -> int:
+    """Which world scene a drawn view latent [C, h, w] was cut from."""
+    return next(i for i in range(len(world.specs))
+                if (_latents(world.rgb[i].flatten(0, 1), downsample) == latent).all(dim=(1, 2, 3)).any())
+
+
 def test_batches_mix_roles_and_are_deterministic(world):
     config = TrainPriorConfig.preset("tiny").replace(batch=12)
     tok = PromptTokenizer(config.text_length)
@@ -56,8 +62,7 @@ def test_motion_weights_draw_some_motions_more_often(world):
     # with a heavy weight every drawn item shows a scene of that motion
     heavy = weighted.replace(motion_weights=f"{motion}=100000", batch=8)
     batch = make_batch(world, heavy, PromptTokenizer(config.text_length), 0)["sets"]["x0"][:, 0]
-    frames = {i: _latents(world.rgb[i].flatten(0, 1), config.downsample) for i in range(len(world.specs))}
-    drawn = [next(i for i, lat in frames.items() if (lat == x).all(dim=(1, 2, 3)).any()) for x in batch]
+    drawn = [scene_of(world, x, config.downsample) for x in batch]
     assert all(world.specs[i].motion == motion for i in drawn)
     with pytest.raises(ConfigError, match="motion_weights"):
         motion_weight_table("orbit=3,flying=2")
@@ -167,10 +172,9 @@ def test_a_heading_run_gets_the_scene_yaw_and_starts_as_the_exported_model(world
     tok = PromptTokenizer(config.text_length)
     assert "heading" not in make_batch(world, config, tok, 0)["sets"]  # the default draws as before
     batch = make_batch(world, config.replace(heading=True), tok, 0)
-    frames = {i: _latents(world.rgb[i].flatten(0, 1), config.downsample) for i in range(len(world.specs))}
     for part in (batch["sets"], batch["images"]):
         for x, role, heading in zip(part["x0"][:, -1], part["roles"], part["heading"].tolist()):
-            scene = next(i for i, lat in frames.items() if (lat == x).all(dim=(1, 2, 3)).any())
+            scene = scene_of(world, x, config.downsample)
             if role.startswith("image-to"):
                 assert math.isnan(heading)
             else:

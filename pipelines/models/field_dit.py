@@ -233,7 +233,7 @@ class FieldDiT(nn.Module):
             heading = heading.to(x.device, x.dtype).reshape(-1).expand(B)
             known = ~torch.isnan(heading)
             heading = torch.where(known, heading, torch.zeros_like(heading))
-            c2w = object_frame(c2w.to(x.dtype), heading)
+            c2w = object_frame(c2w, heading)
         rays = plucker_rays(c2w.to(x.dtype), K.to(x.dtype), h, a.resolution // h)   # [B, N, h, w, 6]
         rays = torch.cat([rays, fourier(rays, a.fourier_bands // 2)], -1)
         tokens = tokens + self.ray(rays)
