@@ -71,6 +71,19 @@ def test_motion_weights_draw_some_motions_more_often(world):
     assert motion_weight_table("orbit=3, walk=2.5") == {"orbit": 3.0, "walk": 2.5}
 
 
+def test_the_config_refuses_values_out_of_range():
+    """A probability outside [0, 1] or a batch of 0 is named in one sentence, not silently meant as always/never."""
+    base = TrainPriorConfig.preset("tiny")
+    for key, value in (("p_drop_heading", 1.5), ("p_uncond", -0.1), ("shared_noise", 2.0)):
+        with pytest.raises(ConfigError, match=f"'{key}' is a probability"):
+            base.replace(**{key: value})
+    with pytest.raises(ConfigError, match="'batch' must be at least 1"):
+        base.replace(batch=0)
+    with pytest.raises(ConfigError, match="out of range"):
+        base.replace(ema=1.0)
+    assert base.replace(p_drop_heading=1.0, p_uncond=0.0).p_drop_heading == 1.0
+
+
 def test_the_motion_loss_looks_only_at_one_view_at_two_times(world):
     """motion_weight: the temporal-difference term covers video-like pairs only and adds to the plain loss."""
     from pipelines.models.field_dit import FieldDiT

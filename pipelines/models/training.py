@@ -98,6 +98,16 @@ class TrainPriorConfig(Config):
     checkpoint_minutes: float = 5.0
     keep_checkpoints: int = 2
 
+    def __post_init__(self) -> None:
+        for name in ("p_uncond", "p_uncond_image", "p_drop_image", "p_drop_heading", "shared_noise"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"config key '{name}' is a probability and must lie in [0, 1].")
+        for name in ("steps", "batch", "image_batch", "train_size", "width", "depth", "heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key '{name}' must be at least 1.")
+        if not 0.0 <= self.ema < 1.0 or self.lr <= 0 or self.motion_weight < 0:
+            raise ConfigError("config keys 'ema' (in [0, 1)), 'lr' (> 0) and 'motion_weight' (>= 0) are out of range.")
+
     def arch(self, vocab_size: int) -> FieldPriorArch:
         return FieldPriorArch(self.resolution, self.downsample, self.width, self.depth, self.heads, self.text_width,
                               self.text_layers, self.text_length, vocab_size, self.cross_attention,
