@@ -225,6 +225,22 @@ def test_bad_inputs_get_one_sentence(tmp_path):
     assert idx == [0, 0, 1, 2, 2] and "fewer" in note
 
 
+def test_an_unreadable_file_is_refused_before_the_run_starts(tiny_models, tmp_path, monkeypatch):
+    """The preflight reads the image / video the user named, so the message names their file (not the copy in
+    the run folder) and no run folder is made."""
+    from pipelines.jobs import JobRunner, JobSpec, PreflightError
+
+    monkeypatch.setenv("FOURD_MODELS_DIR", str(tiny_models))
+    notes = tmp_path / "notes.md"
+    notes.write_text("# not a video\n")
+    with JobRunner(tmp_path / "runs", device="cpu") as runner:
+        for pipeline, name, kind in (("video-to-4d", "video", "video"), ("image-to-4d", "image", "image")):
+            spec = JobSpec.create(pipeline, inputs={name: str(notes)})
+            with pytest.raises(PreflightError, match=f"Cannot read the {kind} notes.md"):
+                runner.submit(spec)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_white_background_video_is_separated_and_recentred():
     ref = load_reference(asset_path("examples", "pink_ball_bounce.mp4"), "video", frames=4)
     assert ref.rgb.shape[0] == 4 and 0.01 < float((ref.alpha > 0.5).float().mean()) < 0.5

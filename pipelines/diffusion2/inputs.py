@@ -46,17 +46,18 @@ class Reference:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """``[H, W, 3 | 4]`` uint8; raises InputError for an unreadable, empty or too large file."""
+    """``[H, W, 3 | 4]`` uint8; raises InputError for an unreadable, empty or too large file. Read with
+    Pillow (PNG, JPEG, WebP, BMP, TIFF), so imageio does not try its other plugins on a file of another kind."""
     import imageio.v3 as iio
 
     path = Path(path)
     try:
-        props = iio.improps(path)
+        props = iio.improps(path, plugin="pillow")
         if int(np.prod(props.shape[:2])) > MAX_PIXELS:
             raise InputError(f"The image {path.name} is {props.shape[1]}x{props.shape[0]} pixels, more than the "
                              f"{int(MAX_PIXELS ** 0.5)}x{int(MAX_PIXELS ** 0.5)} this pipeline accepts; "
                              "downscale it first.")
-        image = iio.imread(path)
+        image = iio.imread(path, plugin="pillow")
     except InputError:
         raise
     except Exception as err:  # imageio raises many kinds for a bad file

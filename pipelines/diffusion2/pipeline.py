@@ -31,8 +31,17 @@ def prior_name(config: Diffusion2Config, context, role: str) -> str:
 
 
 def check(inputs: dict, config: Diffusion2Config, priors: dict | None = None) -> None:
-    """Preflight: raises ModelNotFound (one sentence) when a prior the job needs is not on this machine."""
+    """Preflight: raises ModelNotFound (one sentence) when a prior the job needs is not on this machine, and
+    InputError when the image or video cannot be read (naming the user's file, before it is copied into the
+    run folder; a missing file is left to the run folder's own check)."""
+    from pathlib import Path
+
+    from pipelines.diffusion2.inputs import read_image, read_video
     from pipelines.priors.registry import find_model
+
+    for name, read in (("image", read_image), ("video", lambda path: read_video(path, max_frames=1))):
+        if name in inputs and Path(inputs[name]).expanduser().is_file():
+            read(Path(inputs[name]).expanduser())
 
     roles = ["video", "multiview"] + (["text"] if "prompt" in inputs else [])
     for role in roles:
