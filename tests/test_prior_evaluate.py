@@ -63,3 +63,28 @@ def test_shape_by_motion_counts_each_motion_apart():
     assert sum(v["prompts"] for v in table.values()) == len(cases)
     assert table[motion]["shape"] == 0.0 and table[motion]["prompts"] == sum(c.spec.motion == motion for c in cases)
     assert all(v["shape"] == 1.0 for m, v in table.items() if m != motion)
+
+
+def test_camera_use_is_zero_for_a_model_blind_to_its_cameras():
+    """camera_use isolates the camera: views share the noisy input, so only the ray embedding can tell them apart."""
+    from pipelines.models.evaluate import camera_use
+    from pipelines.models.field_dit import FieldDiT, FieldPriorArch
+    from pipelines.models.text import PromptTokenizer
+    from pipelines.priors.inhouse import FieldPrior
+
+    torch.manual_seed(0)
+    tokenizer = PromptTokenizer(8)
+    arch = FieldPriorArch(resolution=16, downsample=4, width=32, depth=1, heads=2, text_width=32, text_layers=1,
+                          text_length=8, vocab_size=tokenizer.vocab_size)
+    model = FieldDiT(arch).eval()
+    for layer in (model.final, model.final_ada):  # zero-initialised: give the untrained model an output
+        torch.nn.init.normal_(layer.weight, std=0.2)
+    prior = FieldPrior(model, "text-to-multiview", "inhouse-t2mv")
+    cams = orbit(ORBIT_AZIMUTHS, 16).c2w.reshape(4, 16)
+    prompts = ["a red cube", "a blue sphere bouncing"]
+    seeing = camera_use(prior, prompts, cams)
+    assert seeing["between views"] > 1e-3 and seeing["between prompts"] > 1e-3
+    torch.nn.init.zeros_(model.ray.weight)
+    torch.nn.init.zeros_(model.ray.bias)
+    blind = camera_use(prior, prompts, cams)
+    assert blind["between views"] < 1e-6 and blind["between prompts"] > 1e-3

@@ -12,6 +12,8 @@ Figures, each beside the same measurement on the ground truth (the ceiling of th
 - **multi-view consistency**: leave-one-out visual-hull IoU (:func:`hull_consistency`): the silhouettes of
   three views carve a voxel hull whose projection into the fourth view is compared with that view's
   silhouette. Jointly sampled view sets against the same views sampled one at a time.
+- **camera use** (:func:`camera_use`): how much the multi-view prediction changes between views that share one
+  noisy input and differ only in their camera, beside how much it changes between prompts.
 - **image -> orbit / image -> video**: PSNR of the generated views / frames against the renders of held-out
   test scenes, at the model's resolution and bilinearly upsampled to 64 px against 64 px renders, beside
   the PSNR of simply repeating the reference image. PSNR is pooled (from the mean squared error over all
@@ -108,6 +110,27 @@ def hull_consistency(silhouettes: torch.Tensor, cameras: Cameras, grid: int = 64
         union = (shadow | target).sum()
         ious.append(float((shadow & target).sum() / union) if union > 0 else 1.0)
     return float(np.mean(ious))
+
+
+@torch.no_grad()
+def camera_use(prior, prompts: list[str], cameras: torch.Tensor, level: float = 500.0, seed: int = 0) -> dict:
+    """How much the multi-view role's prediction depends on the camera, against how much it depends on the prompt.
+
+    Each prompt's 4 views get the *same* noisy latent at ``level`` (as shared noise starts a sample), so the
+    views' predicted clean latents differ only through their cameras ``cameras`` [4, 16]. Returns the mean
+    absolute difference between views (to the first view) and, for scale, between consecutive prompts on the
+    same input. A model that ignores its cameras has ``between views`` near 0 and draws 4 copies of one image.
+    """
+    a = prior.arch
+    n = len(prompts)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 1, 1, a.latent_channels, a.latent_size, a.latent_size, generator=gen)
+    x = x.expand(n, 4, -1, -1, -1, -1).contiguous()
+    cond = prior.encode_prompt(prompts)
+    cond.cameras = cameras.reshape(1, 4, 16).expand(n, -1, -1)
+    x0 = prior.predict(x, torch.full((n,), level), cond, guidance_scale=1.0).x0.float()
+    return {"between views": float((x0[:, 1:] - x0[:, :1]).abs().mean()),
+            "between prompts": float((x0[1:] - x0[:-1]).abs().mean()) if n > 1 else 0.0}
 
 
 # ---------------------------------------------------------------------------------------------- classifier
@@ -228,6 +251,7 @@ def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidan
 
     consistency_figures = {"joint 4-view samples": consistency(joint), "independent single views": consistency(single),
                            "ground truth": consistency(truth_views)}
+    cameras_figures = camera_use(mv, [c.prompt for c in cases], cam_flat, seed=seed)
     log(f"attributes and consistency done ({time.perf_counter() - t_start:.0f} s)")
 
     image_roles = _image_roles(folder, n_reference, steps, guidance, gen_images, res)
@@ -235,7 +259,7 @@ def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidan
         "prior": str(folder), "steps": steps, "guidance": guidance, "seed": seed, "resolution": res,
         "attributes": attributes, "shape by motion": {"samples": shape_by_motion(predicted, cases),
                                                       "ground truth": shape_by_motion(predicted_truth, cases)},
-        "consistency": consistency_figures, "image roles": image_roles,
+        "consistency": consistency_figures, "camera use": cameras_figures, "image roles": image_roles,
         "cases": [{"prompt": c.prompt, "held_out": c.held_out, "truth": {k: getattr(c.spec, k) for k in
                    ("shape", "colour", "motion")}, "predicted": p} for c, p in zip(cases, predicted)],
         "seconds": time.perf_counter() - t_start,
@@ -314,6 +338,11 @@ def report_markdown(figures: dict) -> str:
                                                      for m in motions) + " |")
     lines += ["", "| multi-view consistency (leave-one-out hull IoU) | |", "| --- | --- |"]
     lines += [f"| {k} | {v:.3f} |" for k, v in figures["consistency"].items()]
+    if cam := figures.get("camera use"):
+        lines += ["", "| camera use: mean abs. change of the predicted clean latents at mid noise, one noise for all "
+                  "4 views | |", "| --- | --- |",
+                  f"| between the 4 views (cameras only) | {cam['between views']:.4f} |",
+                  f"| between prompts (for scale) | {cam['between prompts']:.4f} |"]
     lines += ["", "| role | references | PSNR (model px) | PSNR 64 px | repeat reference (model px / 64 px) |",
               "| --- | --- | --- | --- | --- |"]
     res = figures["resolution"]
