@@ -13,7 +13,8 @@ Figures, each beside the same measurement on the ground truth (the ceiling of th
   three views carve a voxel hull whose projection into the fourth view is compared with that view's
   silhouette. Jointly sampled view sets against the same views sampled one at a time.
 - **camera use** (:func:`camera_use`): how much the multi-view prediction changes between views that share one
-  noisy input and differ only in their camera, beside how much it changes between prompts.
+  noisy input and differ only in their camera, beside how much it changes between prompts and how much the true
+  renders' latents change between the same four views.
 - **image -> orbit / image -> video**: PSNR of the generated views / frames against the renders of held-out
   test scenes, at the model's resolution and bilinearly upsampled to 64 px against 64 px renders, beside
   the PSNR of simply repeating the reference image. PSNR is pooled (from the mean squared error over all
@@ -185,6 +186,7 @@ def _chunks(items: list, size: int):
 def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidance: float = 3.0, seed: int = 0,
                    n_reference: int = 24, log=print) -> dict:
     """All figures of the module docstring as a dict (see :func:`report_markdown`)."""
+    from pipelines.models.field_dit import images_to_latents
     from pipelines.models.training import held_out_combinations
     from pipelines.priors.inhouse import load_field_prior, sample
     from pipelines.world.classifier import load_classifier
@@ -252,6 +254,8 @@ def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidan
     consistency_figures = {"joint 4-view samples": consistency(joint), "independent single views": consistency(single),
                            "ground truth": consistency(truth_views)}
     cameras_figures = camera_use(mv, [c.prompt for c in cases], cam_flat, seed=seed)
+    truth_latents = images_to_latents(truth_views.movedim(-1, 2), mv.arch.downsample)
+    cameras_figures["truth between views"] = float((truth_latents[:, 1:] - truth_latents[:, :1]).abs().mean())
     log(f"attributes and consistency done ({time.perf_counter() - t_start:.0f} s)")
 
     image_roles = _image_roles(folder, n_reference, steps, guidance, gen_images, res)
@@ -343,6 +347,8 @@ def report_markdown(figures: dict) -> str:
                   "4 views | |", "| --- | --- |",
                   f"| between the 4 views (cameras only) | {cam['between views']:.4f} |",
                   f"| between prompts (for scale) | {cam['between prompts']:.4f} |"]
+        if "truth between views" in cam:
+            lines.append(f"| ground truth renders, between the same 4 views | {cam['truth between views']:.4f} |")
     lines += ["", "| role | references | PSNR (model px) | PSNR 64 px | repeat reference (model px / 64 px) |",
               "| --- | --- | --- | --- | --- |"]
     res = figures["resolution"]
