@@ -5,6 +5,7 @@ import torch
 from pipelines.models.evaluate import (
     ORBIT_AZIMUTHS,
     alpha_from_rgb,
+    camera_use,
     evaluation_cases,
     hull_consistency,
     orbit,
@@ -67,7 +68,6 @@ def test_shape_by_motion_counts_each_motion_apart():
 
 def test_camera_use_is_zero_for_a_model_blind_to_its_cameras():
     """camera_use isolates the camera: views share the noisy input, so only the ray embedding can tell them apart."""
-    from pipelines.models.evaluate import camera_use
     from pipelines.models.field_dit import FieldDiT, FieldPriorArch
     from pipelines.models.text import PromptTokenizer
     from pipelines.priors.inhouse import FieldPrior

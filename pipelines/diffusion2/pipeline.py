@@ -40,8 +40,9 @@ def check(inputs: dict, config: Diffusion2Config, priors: dict | None = None) ->
     from pipelines.priors.registry import find_model
 
     for name, read in (("image", read_image), ("video", lambda path: read_video(path, max_frames=1))):
-        if name in inputs and Path(inputs[name]).expanduser().is_file():
-            read(Path(inputs[name]).expanduser())
+        path = Path(inputs[name]).expanduser() if name in inputs else None
+        if path is not None and path.is_file():
+            read(path)
 
     roles = ["video", "multiview"] + (["text"] if "prompt" in inputs else [])
     for role in roles:

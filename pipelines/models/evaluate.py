@@ -130,8 +130,13 @@ def camera_use(prior, prompts: list[str], cameras: torch.Tensor, level: float = 
     cond = prior.encode_prompt(prompts)
     cond.cameras = cameras.reshape(1, 4, 16).expand(n, -1, -1)
     x0 = prior.predict(x, torch.full((n,), level), cond, guidance_scale=1.0).x0.float()
-    return {"between views": float((x0[:, 1:] - x0[:, :1]).abs().mean()),
+    return {"between views": view_change(x0),
             "between prompts": float((x0[1:] - x0[:-1]).abs().mean()) if n > 1 else 0.0}
+
+
+def view_change(latents: torch.Tensor) -> float:
+    """Mean absolute change of view sets ``[B, V, ...]`` from their first view to the others."""
+    return float((latents[:, 1:] - latents[:, :1]).abs().mean())
 
 
 # ---------------------------------------------------------------------------------------------- classifier
@@ -255,7 +260,7 @@ def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidan
                            "ground truth": consistency(truth_views)}
     cameras_figures = camera_use(mv, [c.prompt for c in cases], cam_flat, seed=seed)
     truth_latents = images_to_latents(truth_views.movedim(-1, 2), mv.arch.downsample)
-    cameras_figures["truth between views"] = float((truth_latents[:, 1:] - truth_latents[:, :1]).abs().mean())
+    cameras_figures["truth between views"] = view_change(truth_latents)
     log(f"attributes and consistency done ({time.perf_counter() - t_start:.0f} s)")
 
     image_roles = _image_roles(folder, n_reference, steps, guidance, gen_images, res)
