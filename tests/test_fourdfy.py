@@ -331,6 +331,40 @@ def test_static_field_can_start_from_a_3d_sample(models_env):
     assert after > max(0.6, before + 0.2), (before, after)
 
 
+@pytest.mark.slow
+def test_the_3d_start_can_be_sampled_from_the_text_to_3d_model(models_env, tmp_path):
+    """``init_text_to_3d``: the bundled text-to-3d autodecoder draws an object for the prompt, and the static
+    field is fitted to it before stage 1 (with no SDS steps the result is that fit)."""
+    from pipelines.autodecoder.pipeline import TextTo3DConfig, sample_for_prompt
+    from pipelines.events import Log
+    from pipelines.fourdfy.pipeline import run
+    from renderers.cameras import orbit_cameras
+
+    config = tiny_config(init_text_to_3d=True, init_steps=80, steps_stage1=0, steps_stage2=0, steps_stage3=0)
+    context = RunContext(tmp_path / "run", seed=0, checkpoint_every_steps=None, checkpoint_every_s=None)
+    events, scene = run_to_end(run({"prompt": "a red ball bouncing"}, config, context))
+    lines = [e.message for e in events if isinstance(e, Log)]
+    assert any("text-to-3d autodecoder, conditioned on shape sphere, colour red" in line for line in lines), lines
+    sample, _ = sample_for_prompt("a red ball bouncing", TextTo3DConfig(), "cpu", context.generator(offset=-1))
+    cams = orbit_cameras(2.7, 25.0, torch.tensor([45.0, 200.0]), 40.0, 24, 24)
+    with torch.no_grad():
+        want, got = sample.render(cams, 0.0), scene.render(cams, 0.0)
+    iou = float(((got.alpha > 0.5) & (want.alpha > 0.5)).sum() / ((got.alpha > 0.5) | (want.alpha > 0.5)).sum())
+    assert iou > 0.6, iou
+    assert float((got.rgb - want.rgb).abs().mean()) < 0.05
+
+
+def test_the_3d_start_is_checked_before_the_run(tmp_path):
+    from pipelines.config import ConfigError
+    from pipelines.fourdfy.hybrid import preflight
+
+    with pytest.raises(ConfigError, match="set one"):
+        tiny_config(init_text_to_3d=True, init_scene=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="is not a saved scene"):
+        preflight({"prompt": "a red ball"}, tiny_config(init_scene=str(tmp_path / "nowhere")))
+    preflight({"prompt": "a red ball"}, tiny_config(init_text_to_3d=True))  # the bundled autodecoder is there
+
+
 class _OracleMultiView:
     """A 'perfect' multi-view prior for the analytic scene: its x0 prediction is the exact render of the
     ball-and-box scene from the conditioning cameras, so 3D-aware SDS must pull the field towards that

@@ -74,31 +74,41 @@ def _value_name(attribute: str, index: int) -> str:
     return attribute_values()[attribute][index]
 
 
-def run(inputs: dict[str, str], config: TextTo3DConfig, context) -> Iterator:
-    import torch
-
+def sample_for_prompt(prompt: str, config: TextTo3DConfig, device, generator) -> tuple:
+    """One object for ``prompt`` from the bundle: ``(VoxelScene, line)``, where the line says what the sample
+    was conditioned on. Also the 3D start of `text-to-4d` (its ``init_text_to_3d`` switch)."""
     from pipelines.autodecoder.diffusion import caption_conditions
     from pipelines.autodecoder.generate import load_bundle, sample_scenes
-    from pipelines.events import Log, Preview, Progress
-    from renderers.cameras import orbit_cameras
 
-    preflight(inputs, config)
-    prompt = inputs.get("prompt", "")
-    model, norm, edm = load_bundle(bundle_path(config), device=str(context.device))
+    preflight({"prompt": prompt}, config)
+    model, norm, edm = load_bundle(bundle_path(config), device=str(device))
     if edm is None:
         raise ValueError(f"the bundle '{bundle_path(config)}' holds no diffusion model.")
-    conditions = {k: None if v is None else v.to(context.device)
+    conditions = {k: None if v is None else v.to(device)
                   for k, v in caption_conditions([prompt], edm.config).items()}
     if not _names_anything(conditions):
-        yield Log("the prompt gives no condition this model knows: sampling unconditionally")
+        line = "the prompt gives no condition this model knows: sampling unconditionally"
         conditions = dict.fromkeys(conditions)
     elif conditions["attributes"] is not None:
         named = dict(zip(edm.config.attributes, conditions["attributes"][0].tolist()))
-        yield Log("conditioned on " + (", ".join(f"{k} {_value_name(k, v)}" for k, v in named.items() if v >= 0)
-                                       or "the words alone"))
-    yield Progress("sample", 0, 1)
+        line = "conditioned on " + (", ".join(f"{k} {_value_name(k, v)}" for k, v in named.items() if v >= 0)
+                                    or "the words alone")
+    else:
+        line = "conditioned on the prompt's words"
     scene = sample_scenes(model, edm, norm, 1, **conditions, guidance=config.guidance, steps=config.steps,
-                          generator=context.generator())[0]
+                          generator=generator)[0]
+    return scene, line
+
+
+def run(inputs: dict[str, str], config: TextTo3DConfig, context) -> Iterator:
+    import torch
+
+    from pipelines.events import Log, Preview, Progress
+    from renderers.cameras import orbit_cameras
+
+    yield Progress("sample", 0, 1)
+    scene, line = sample_for_prompt(inputs.get("prompt", ""), config, context.device, context.generator())
+    yield Log(line)
     context.check_cancelled()
     yield Progress("sample", 1, 1)
     cams = orbit_cameras(2.7, 20.0, torch.tensor([0.0, 90.0, 180.0, 270.0]), 40.0, config.preview_size,

@@ -51,9 +51,19 @@ def check_priors(config: FourDfyConfig, overrides: dict[str, str] | None = None)
 
 
 def preflight(inputs: dict[str, str], config: FourDfyConfig, priors: dict[str, str] | None = None) -> None:
-    """Checks before a job is queued: a prompt is given and every prior is installed."""
+    """Checks before a job is queued: a prompt is given, every prior is installed, and the 3D start (a saved
+    scene, or the text-to-3d bundle) is there."""
     prompt_of(inputs)
     check_priors(config, priors)
+    if config.init_scene:
+        from renderers.scene import read_manifest
+
+        read_manifest(config.init_scene)
+    elif config.init_text_to_3d:
+        from pipelines.autodecoder.pipeline import TextTo3DConfig
+        from pipelines.autodecoder.pipeline import preflight as text_to_3d_preflight
+
+        text_to_3d_preflight(inputs, TextTo3DConfig())
 
 
 def prompt_of(inputs: dict[str, str]) -> str:

@@ -55,11 +55,10 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
         hybrid.load_state(ckpt.state, ckpt.extra)
         start = ckpt.step
         yield Log(f"resumed from the checkpoint after step {start}")
-    elif config.init_scene:
-        from renderers.scene import load_scene
-
-        mse = initialise_from_scene(hybrid, load_scene(config.init_scene), config.init_steps, seed=context.seed)
-        yield Log(f"static field initialised from {config.init_scene} (fit error {mse:.4f})")
+    elif config.init_scene or config.init_text_to_3d:
+        source, origin = yield from _initial_scene(prompt, config, context)
+        mse = initialise_from_scene(hybrid, source, config.init_steps, seed=context.seed)
+        yield Log(f"static field initialised from {origin} (fit error {mse:.4f})")
     total = config.total_steps
     eta = EtaEstimator(total)
     stage_started: dict[int, tuple[int, float]] = {}
@@ -99,6 +98,23 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
     scene.occupancy.update(scene.field.density, [i / 7 for i in range(8)], scene.settings.step,
                            generator=torch.Generator().manual_seed(context.seed))
     return scene
+
+
+def _initial_scene(prompt: str, config: FourDfyConfig, context) -> Iterator:
+    """Yields Log events; returns ``(scene, origin)``: the saved scene ``init_scene``, or a sample of the
+    text-to-3d autodecoder for the prompt (``init_text_to_3d``), which the static field is fitted to first."""
+    from pipelines.events import Log, Progress
+
+    if config.init_scene:
+        from renderers.scene import load_scene
+
+        return load_scene(config.init_scene), config.init_scene
+    from pipelines.autodecoder.pipeline import TextTo3DConfig, sample_for_prompt
+
+    yield Progress("3D start: text-to-3d sample", 0, 1)
+    scene, line = sample_for_prompt(prompt, TextTo3DConfig(), context.device, context.generator(offset=-1))
+    yield Log(f"3D start from the text-to-3d autodecoder, {line}")
+    return scene, "the text-to-3d sample"
 
 
 def _memory_profile(config: FourDfyConfig, names: dict[str, str], device) -> Iterator:
