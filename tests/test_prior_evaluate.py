@@ -8,6 +8,7 @@ from pipelines.models.evaluate import (
     camera_use,
     evaluation_cases,
     hull_consistency,
+    identity_agreement,
     orbit,
     pooled_psnr,
     render_truth,
@@ -34,6 +35,18 @@ def test_hull_consistency_separates_a_real_object_from_mismatched_views():
     shifted = torch.stack([torch.roll(truth[i], shifts=3 * i, dims=1) for i in range(4)])
     assert consistent > 0.6
     assert hull_consistency(shifted, cams) < consistent - 0.2
+
+
+def test_identity_agreement_asks_whether_the_views_show_one_object():
+    from pipelines.world.classifier import load_classifier
+
+    cams = orbit(ORBIT_AZIMUTHS, 32)
+    one = render_truth(grammar.WorldSpec("cube", "red", "still"), cams, [0.0] * 4)
+    other = render_truth(grammar.WorldSpec("sphere", "blue", "still"), cams, [0.0] * 4)
+    mixed = torch.cat([one[:2], other[2:]])          # two views of a red cube, two of a blue sphere
+    classifier = load_classifier()
+    assert identity_agreement(classifier, torch.stack([one, other])) == 1.0
+    assert identity_agreement(classifier, torch.stack([one, mixed])) == 0.5
 
 
 def test_pooled_psnr_is_not_dominated_by_exact_images():

@@ -11,7 +11,10 @@ Figures, each beside the same measurement on the ground truth (the ceiling of th
   (:func:`alpha_from_rgb`) for samples and ground truth alike.
 - **multi-view consistency**: leave-one-out visual-hull IoU (:func:`hull_consistency`): the silhouettes of
   three views carve a voxel hull whose projection into the fourth view is compared with that view's
-  silhouette. Jointly sampled view sets against the same views sampled one at a time.
+  silhouette. Jointly sampled view sets against the same views sampled one at a time. And identity agreement
+  (:func:`identity_agreement`): how often the four views, each read alone by the classifier, show the same
+  shape and colour. The hull needs crisp silhouettes, which the prior's 4 x 4-pixel tokens do not draw; the
+  agreement asks whether the views show one object.
 - **camera use** (:func:`camera_use`): how much the multi-view prediction changes between views that share one
   noisy input and differ only in their camera, beside how much it changes between prompts and how much the true
   renders' latents change between the same four views.
@@ -140,25 +143,36 @@ def view_change(latents: torch.Tensor) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- classifier
+def _fit(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``[..., H, W, 3]`` -> ``[..., size, size, 3]`` (the classifier's resolution)."""
+    lead = images.shape[:-3]
+    x = images.reshape(-1, *images.shape[-3:]).movedim(-1, 1)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.movedim(1, -1).reshape(*lead, size, size, 3)
+
+
 def classify(model, views: torch.Tensor, video: torch.Tensor) -> list[dict[str, str]]:
     """Attributes of B items: shape and colour from two opposite views ``[B, 2, H, W, 3]`` (still), motion from
     a video ``[B, F, H, W, 3]`` (its frames stretched to the classifier's frame count, seen as both views)."""
     c = model.config
-    size = c.resolution
-
-    def fit(images: torch.Tensor) -> torch.Tensor:  # [..., H, W, 3] -> [..., size, size, 3]
-        lead = images.shape[:-3]
-        x = images.reshape(-1, *images.shape[-3:]).movedim(-1, 1)
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return x.movedim(1, -1).reshape(*lead, size, size, 3)
-
-    still = fit(views)[:, :, None].expand(-1, -1, c.frames, -1, -1, -1)
+    still = _fit(views, c.resolution)[:, :, None].expand(-1, -1, c.frames, -1, -1, -1)
     stretch = torch.arange(c.frames) * video.shape[1] // c.frames
-    moving = fit(video)[:, stretch][:, None].expand(-1, c.views, -1, -1, -1, -1)
+    moving = _fit(video, c.resolution)[:, stretch][:, None].expand(-1, c.views, -1, -1, -1, -1)
     shape_colour = model.predict(still, alpha_from_rgb(still))
     motion = model.predict(moving, alpha_from_rgb(moving))
     return [{"shape": a["shape"], "colour": a["colour"], "motion": b["motion"]} for a, b in zip(shape_colour, motion)]
+
+
+def identity_agreement(model, views: torch.Tensor) -> float:
+    """The fraction of B view sets ``[B, V, H, W, 3]`` whose V views, each read alone by the classifier, show the
+    same object (the same shape and colour): views that are one object agree; views drawn apart need not."""
+    c = model.config
+    readings = []
+    for v in range(views.shape[1]):
+        one = _fit(views[:, v], c.resolution)[:, None, None].expand(-1, c.views, c.frames, -1, -1, -1)
+        readings.append([(p["shape"], p["colour"]) for p in model.predict(one, alpha_from_rgb(one))])
+    return float(np.mean([len(set(item)) == 1 for item in zip(*readings)]))
 
 
 def _accuracy(predicted: list[dict], cases: list[Case]) -> dict[str, float]:
@@ -258,6 +272,9 @@ def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidan
 
     consistency_figures = {"joint 4-view samples": consistency(joint), "independent single views": consistency(single),
                            "ground truth": consistency(truth_views)}
+    identity_figures = {"joint 4-view samples": identity_agreement(classifier, joint),
+                        "independent single views": identity_agreement(classifier, single),
+                        "ground truth": identity_agreement(classifier, truth_views)}
     cameras_figures = camera_use(mv, [c.prompt for c in cases], cam_flat, seed=seed)
     truth_latents = images_to_latents(truth_views.movedim(-1, 2), mv.arch.downsample)
     cameras_figures["truth between views"] = view_change(truth_latents)
@@ -268,7 +285,7 @@ def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidan
         "prior": str(folder), "steps": steps, "guidance": guidance, "seed": seed, "resolution": res,
         "attributes": attributes, "shape by motion": {"samples": shape_by_motion(predicted, cases),
                                                       "ground truth": shape_by_motion(predicted_truth, cases)},
-        "consistency": consistency_figures, "camera use": cameras_figures, "image roles": image_roles,
+        "consistency": consistency_figures, "identity agreement": identity_figures, "camera use": cameras_figures, "image roles": image_roles,
         "cases": [{"prompt": c.prompt, "held_out": c.held_out, "truth": {k: getattr(c.spec, k) for k in
                    ("shape", "colour", "motion")}, "predicted": p} for c, p in zip(cases, predicted)],
         "seconds": time.perf_counter() - t_start,
@@ -347,6 +364,10 @@ def report_markdown(figures: dict) -> str:
                                                      for m in motions) + " |")
     lines += ["", "| multi-view consistency (leave-one-out hull IoU) | |", "| --- | --- |"]
     lines += [f"| {k} | {v:.3f} |" for k, v in figures["consistency"].items()]
+    if identity := figures.get("identity agreement"):
+        lines += ["", "| multi-view consistency: view sets whose 4 views, each classified alone, agree on shape and "
+                  "colour | |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.0%} |" for k, v in identity.items()]
     if cam := figures.get("camera use"):
         lines += ["", "| camera use: mean abs. change of the predicted clean latents at mid noise, one noise for all "
                   "4 views | |", "| --- | --- |",
