@@ -302,6 +302,8 @@ def test_settings_that_flatten_motion_are_named():
     assert any("flatten the motion" in w for w in motion_warnings(low, prior_names(low)))
     still = paper.replace(p_3d=1.0)
     assert any("will not move" in w for w in motion_warnings(still, prior_names(still)))
+    frozen = paper.replace(motion_strength=0.0)
+    assert any("will not move" in w for w in motion_warnings(frozen, prior_names(frozen)))
 
 
 @pytest.mark.slow

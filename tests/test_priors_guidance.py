@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipelines.priors.denoiser import Conditioning, Denoiser
-from pipelines.priors.guidance import sds_loss
+from pipelines.priors.guidance import GuidanceOutput, emphasise_motion, sds_loss
 from pipelines.priors.schedules import DiscreteSchedule, EDMSchedule, scaled_linear_alphas_cumprod
 
 
@@ -74,3 +74,31 @@ def test_guidance_scale_pushes_past_the_conditional_mode():
         results.append(latents.mean().item())
     assert results[0] == pytest.approx(1.0, abs=0.15)
     assert results[1] > results[0] + 0.5
+
+
+def test_motion_emphasis_scales_only_what_changes_between_frames():
+    latents = torch.randn(1, 1, 4, 3, 2, 2, requires_grad=True)
+    shared, motion = torch.randn(1, 1, 1, 3, 2, 2), torch.randn(1, 1, 4, 3, 2, 2)
+    motion = motion - motion.mean(2, keepdim=True)
+    out = GuidanceOutput(torch.tensor(0.0), shared + motion, torch.tensor([500]))
+    for strength in (0.0, 1.0, 3.0):
+        emphasised = emphasise_motion(out, latents, strength)
+        assert torch.allclose(emphasised.grad, shared + strength * motion, atol=1e-6)
+        latents.grad = None
+        emphasised.loss.backward()
+        assert torch.allclose(latents.grad, emphasised.grad, atol=1e-5)  # the loss descends along that gradient
+
+
+def test_shared_noise_leaves_only_the_prediction_to_differ_between_frames():
+    """A still clip (every frame the same) under an element-wise oracle: with one noise for all frames their
+    gradients are equal, with independent noise they are not (that difference is the noise drawn, not motion)."""
+    oracle = GaussianOracle(DiscreteSchedule(scaled_linear_alphas_cumprod()), "epsilon")
+    cond = Conditioning(text=torch.zeros(2, 1, 1))
+    still = torch.randn(2, 1, 1, 2, 3, 3).expand(2, 1, 4, 2, 3, 3).clone().requires_grad_(True)
+
+    def spread(sharing: float) -> float:
+        grad = sds_loss(oracle, still, cond, guidance_scale=1.0, generator=torch.Generator().manual_seed(0),
+                        noise_sharing=sharing).grad
+        return float((grad - grad.mean(2, keepdim=True)).abs().max())
+
+    assert spread(1.0) < 1e-6 and spread(0.0) > 1e-2

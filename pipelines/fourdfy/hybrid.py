@@ -78,8 +78,10 @@ def motion_warnings(config: FourDfyConfig, names: dict[str, str]) -> list[str]:
     low-memory config, with few video frames, hardly moves)."""
     found = []
     vid_share = 1.0 - config.p_3d - config.p_3d * config.p_img
-    if config.steps_stage3 == 0 or config.motion_strength == 0 or vid_share <= 0:
+    if config.steps_stage3 == 0 or vid_share <= 0:
         found.append("stage 3 makes no video-SDS updates with these settings: the result will not move.")
+    elif config.motion_strength == 0:
+        found.append("motion_strength 0 keeps only the appearance part of video SDS: the result will not move.")
     elif vid_share < 0.1 or config.steps_stage3 * vid_share < 20:
         found.append(f"only about {config.steps_stage3 * vid_share:.0f} video-SDS updates are planned: "
                      "expect little motion (raise steps_stage3 or lower p_3d).")
@@ -87,7 +89,8 @@ def motion_warnings(config: FourDfyConfig, names: dict[str, str]) -> list[str]:
         found.append(f"{config.video_frames} video frames is known to flatten the motion with public video "
                      "priors (the original's low-memory setting); use 8 or more if memory allows.")
     if 0 < config.motion_strength < 0.5:
-        found.append(f"motion_strength {config.motion_strength:g} scales video SDS down: motion will be faint.")
+        found.append(f"motion_strength {config.motion_strength:g} scales the motion part of video SDS down: motion "
+                     "will be faint.")
     return found
 
 
@@ -298,7 +301,7 @@ class HybridSDS:
     def step(self, step: int, generator: torch.Generator) -> tuple[StepPlan, dict[str, float]]:
         """UPDATE(grad) for global ``step`` with all randomness from ``generator``; returns the plan and losses.
         Gradients are left on the parameters until the next step (tests read them)."""
-        from pipelines.priors.guidance import lora_train_step, sds_loss, vsd_loss
+        from pipelines.priors.guidance import emphasise_motion, lora_train_step, sds_loss, vsd_loss
 
         c = self.config
         plan = self.plan(step, generator)
@@ -350,8 +353,11 @@ class HybridSDS:
             latents = z[None, None]  # [1, 1, F, C, h, w]
             cond = replace(self.cond["vid"], cameras=prior_cameras(vid, cameras.c2w))
             g = sds_loss(vid, latents, cond.to(self.device), guidance_scale=c.guidance_video,
-                         t_range=t_range(UPDATE_VID, step, c), generator=generator)
-            losses["sds_video"] = c.motion_strength * g.loss
+                         t_range=t_range(UPDATE_VID, step, c), generator=generator,
+                         noise_sharing=c.video_noise_sharing)
+            if c.motion_strength != 1.0:
+                g = emphasise_motion(g, latents, c.motion_strength)
+            losses["sds_video"] = g.loss
             if c.lambda_temporal:
                 losses["temporal"] = self._temporal(generator)
         losses.update(self._regularisers(out.alpha))

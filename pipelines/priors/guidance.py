@@ -58,8 +58,14 @@ def sds_weight(alpha: torch.Tensor, sigma: torch.Tensor, weighting: str = "sds")
     raise ValueError(f"unknown SDS weighting {weighting!r}; expected 'sds', 'uniform' or 'fantasia'")
 
 
-def _noise(latents: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(latents)
+def _noise(latents: torch.Tensor, generator: torch.Generator | None, sharing: float = 0.0) -> torch.Tensor:
+    """Noise like ``latents`` ``[B, V, F, C, h, w]``; ``sharing`` is the share of its variance common to all the
+    views and frames of an item (T1's cross-view noise consistency at 1)."""
+    eps = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
+    if sharing > 0:
+        common = torch.randn((latents.shape[0], 1, 1, *latents.shape[3:]), generator=generator)
+        eps = sharing ** 0.5 * common + (1.0 - sharing) ** 0.5 * eps
+    return eps.to(latents)
 
 
 def _as_loss(latents: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -75,20 +81,35 @@ def _bcast(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def sds_loss(denoiser: Denoiser, latents: torch.Tensor, cond: Conditioning, *, guidance_scale: float = 100.0,
              uncond: Conditioning | None = None, t_range: tuple[float, float] = (0.02, 0.98),
              weighting: str = "sds", level: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> GuidanceOutput:
+             generator: torch.Generator | None = None, noise_sharing: float = 0.0) -> GuidanceOutput:
     """Score distillation sampling (DreamFusion Eq. 3): grad = w(t) (eps_cfg(x_t; y, t) - eps).
 
-    latents [B, V, F, C, h, w] (with grad); the denoiser runs without building a graph.
+    latents [B, V, F, C, h, w] (with grad); the denoiser runs without building a graph. ``noise_sharing``: the
+    share of eps common to an item's views and frames (0: independent; 1: one noise, so that what differs
+    between the frames' gradients is the prior's prediction alone, not the noise drawn).
     """
     if level is None:
         level = sample_levels(denoiser, latents.shape[0], t_range, generator)
-    eps = _noise(latents, generator)
+    eps = _noise(latents, generator, noise_sharing)
     with torch.no_grad():
         x_t = denoiser.add_noise(latents.detach(), eps, level)
         pred = denoiser.predict(x_t, level, cond, guidance_scale, uncond)
         alpha, sigma = denoiser.schedule.alpha_sigma(level)
         grad = _bcast(sds_weight(alpha, sigma, weighting), latents) * (pred.eps - eps)
     return GuidanceOutput(_as_loss(latents, grad), grad, level)
+
+
+def emphasise_motion(out: GuidanceOutput, latents: torch.Tensor, strength: float) -> GuidanceOutput:
+    """A video score-distillation output with its motion part scaled by ``strength``.
+
+    Each frame's gradient is the mean over the frames (axis 2 of ``[B, V, F, C, h, w]``: what every frame shares,
+    the appearance) plus its own deviation from that mean (what changes between frames, the motion); the
+    deviation is multiplied by ``strength``. 1 leaves the gradient as it is; 0 keeps the appearance alone. Under
+    Adam a uniform scale of a loss does not change how far the parameters only it trains move (the dynamic
+    grid of 4D-fy), so motion has to be emphasised in the gradient's direction, not its size."""
+    mean = out.grad.mean(2, keepdim=True)
+    grad = mean + strength * (out.grad - mean)
+    return GuidanceOutput(_as_loss(latents, grad), grad, out.level)
 
 
 def vsd_loss(denoiser: Denoiser, lora: CameraLoRA, latents: torch.Tensor, cond: Conditioning,
