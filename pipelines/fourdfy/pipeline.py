@@ -103,7 +103,7 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
 def _initial_scene(prompt: str, config: FourDfyConfig, context) -> Iterator:
     """Yields Log events; returns ``(scene, origin)``: the saved scene ``init_scene``, or a sample of the
     text-to-3d autodecoder for the prompt (``init_text_to_3d``), which the static field is fitted to first."""
-    from pipelines.events import Log, Progress
+    from pipelines.events import Log
 
     if config.init_scene:
         from renderers.scene import load_scene
@@ -111,7 +111,7 @@ def _initial_scene(prompt: str, config: FourDfyConfig, context) -> Iterator:
         return load_scene(config.init_scene), config.init_scene
     from pipelines.autodecoder.pipeline import TextTo3DConfig, sample_for_prompt
 
-    yield Progress("3D start: text-to-3d sample", 0, 1)
+    yield Log("3D start: sampling the text-to-3d autodecoder on the prompt")
     scene, line = sample_for_prompt(prompt, TextTo3DConfig(), context.device, context.generator(offset=-1))
     yield Log(f"3D start from the text-to-3d autodecoder, {line}")
     return scene, "the text-to-3d sample"
