@@ -285,7 +285,8 @@ def evaluate_prior(folder: str | Path, n_test: int = 48, steps: int = 25, guidan
         "prior": str(folder), "steps": steps, "guidance": guidance, "seed": seed, "resolution": res,
         "attributes": attributes, "shape by motion": {"samples": shape_by_motion(predicted, cases),
                                                       "ground truth": shape_by_motion(predicted_truth, cases)},
-        "consistency": consistency_figures, "identity agreement": identity_figures, "camera use": cameras_figures, "image roles": image_roles,
+        "consistency": consistency_figures, "identity agreement": identity_figures, "camera use": cameras_figures,
+        "image roles": image_roles,
         "cases": [{"prompt": c.prompt, "held_out": c.held_out, "truth": {k: getattr(c.spec, k) for k in
                    ("shape", "colour", "motion")}, "predicted": p} for c, p in zip(cases, predicted)],
         "seconds": time.perf_counter() - t_start,
