@@ -356,6 +356,18 @@ def test_the_3d_start_can_be_sampled_from_the_text_to_3d_model(models_env, tmp_p
     assert float((got.rgb - want.rgb).abs().mean()) < 0.05
 
 
+def test_the_starting_density_blob_follows_the_config(models_env):
+    from pipelines.config import ConfigError
+    from pipelines.fourdfy.hybrid import HybridSDS, load_priors, prior_names
+
+    config = tiny_config(density_blob_scale=3.0, density_blob_std=0.4)
+    hybrid = HybridSDS("a red ball", config, load_priors(prior_names(config), torch.device("cpu"), config.lora_rank))
+    bias = hybrid.field.density_bias(torch.tensor([[0.0, 0.0, 0.0], [0.4, 0.0, 0.0]]))
+    assert torch.allclose(bias, torch.tensor([3.0, 0.0]), atol=1e-6)
+    with pytest.raises(ConfigError, match="density_blob_std"):
+        tiny_config(density_blob_std=0.0)
+
+
 def test_the_3d_start_is_checked_before_the_run(tmp_path):
     from pipelines.config import ConfigError
     from pipelines.fourdfy.hybrid import preflight

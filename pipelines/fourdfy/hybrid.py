@@ -189,7 +189,8 @@ class HybridSDS:
     def __init__(self, prompt: str, config: FourDfyConfig, priors: Priors, *, device: torch.device | str = "cpu",
                  seed: int = 0):
         self.config, self.priors, self.device = config, priors, torch.device(device)
-        field_config = FieldConfig.preset(config.field_preset, background=config.background,
+        field_config = FieldConfig.preset(config.field_preset, density_blob_scale=config.density_blob_scale,
+                                          density_blob_std=config.density_blob_std, background=config.background,
                                           background_color=tuple(config.background_color))
         with torch.random.fork_rng(devices=[]):  # the MLPs draw their initial weights from the global RNG
             torch.manual_seed(seed)
