@@ -104,7 +104,10 @@ def apply(model) -> str:
 # ------------------------------------------------------------------------------------ regenerate
 def field_to_voxels(scene, resolution: int = 20, frames: int = 4):
     """Resample a field scene (``scene.field.density`` / ``albedo``) to a ``VoxelScene`` of ``frames`` grids
-    of ``resolution``^3 over [-1, 1]^3, at evenly spaced times of its time range."""
+    of ``resolution``^3 over [-1, 1]^3, at the times ``t0 + (t1 - t0) f / frames`` of its time range ``(t0, t1)``.
+
+    Those are the frame times a 4D-fy run trains on (the video prior's loop: ``f / F``, the end being the start
+    again); between them the field only cross-fades, so grids taken there lose the motion."""
     import torch
 
     from renderers.voxels import VoxelScene
@@ -113,13 +116,14 @@ def field_to_voxels(scene, resolution: int = 20, frames: int = 4):
     z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")  # the voxel grid's (z, y, x) order
     points = torch.stack([x, y, z], -1).reshape(-1, 3)
     t0, t1 = scene.time_range
+    times = [t0 + (t1 - t0) * f / frames for f in range(frames)]
     sigmas, colours = [], []
     with torch.no_grad():
-        for t in torch.linspace(t0, t1, frames).tolist():
+        for t in times:
             sigmas.append(scene.field.density(points, t).float().reshape(resolution, resolution, resolution))
             rgb = scene.field.albedo(points, t).float().reshape(resolution, resolution, resolution, 3)
             colours.append(rgb.permute(3, 0, 1, 2))
-    return VoxelScene.from_values(torch.stack(sigmas), torch.stack(colours), time_range=(t0, t1))
+    return VoxelScene.from_values(torch.stack(sigmas), torch.stack(colours), time_range=(times[0], times[-1]))
 
 
 def generate_run(runs_root: Path) -> Path:

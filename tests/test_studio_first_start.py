@@ -70,3 +70,25 @@ def test_without_the_shipped_scene_the_demo_ball_stands_in(monkeypatch):
 def test_the_module_prints_the_caption(capsys):
     assert first_start.main([]) == 0
     assert "Example:" in capsys.readouterr().out
+
+
+def test_field_to_voxels_keeps_the_frames_a_run_trained_on():
+    """A field that jumps between two places at its frame times f / 4 (and cross-fades between them, as a 4D-fy
+    field does): the voxel copy shows each frame where the field has it."""
+    from types import SimpleNamespace
+
+    def place(t: float) -> float:  # frames 0 and 2 down at z = 0, frames 1 and 3 up at z = 0.5
+        return 0.5 * (round(4 * t) % 2)
+
+    def density(points, t):
+        centre = torch.tensor([0.0, 0.0, place(t)])
+        return 20.0 * ((points - centre).norm(dim=-1) < 0.3).float()
+
+    field = SimpleNamespace(density=density, albedo=lambda points, t: torch.full((len(points), 3), 0.5))
+    voxels = first_start.field_to_voxels(SimpleNamespace(field=field, time_range=(0.0, 1.0)), resolution=16,
+                                         frames=4)
+    axis = torch.linspace(-1, 1, 16)
+    for f in range(4):
+        sigma = torch.nn.functional.softplus(voxels.grid_at(f / 4)[0])        # [z, y, x]
+        height = float((sigma.sum((1, 2)) * axis).sum() / sigma.sum())
+        assert abs(height - place(f / 4)) < 0.1, (f, height)
