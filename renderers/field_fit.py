@@ -128,7 +128,7 @@ def main() -> None:
     import imageio.v3 as iio
 
     scene.save(args.out / "scene")
-    iio.imwrite(args.out / "views.png", (torch.cat(rows).clamp(0, 1).numpy() * 255).astype(np.uint8))
+    iio.imwrite(args.out / "views.png", (torch.cat(rows).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
     print(f"saved {args.out / 'scene'} and {args.out / 'views.png'}")
 
 

@@ -80,3 +80,49 @@ def isosurface(volume: np.ndarray, level: float, origin: float | np.ndarray, spa
     if inside == "below":
         normals = -normals
     return TriangleMesh(verts + np.asarray(origin, dtype=np.float64), faces, normals=normals)
+
+
+def silhouette_level(scene, density, times, *, preferred: float, size: int = 48, samples: int = 128,
+                     tolerance: float = 0.02) -> float:
+    """The density iso-level whose surface has the outline of the scene's own render.
+
+    A field distilled on a CPU is soft: its densities may never reach the level a sharp field's surface sits
+    at (threestudio's 25), and its mesh is then empty or a sliver of the object the renders show. This marches
+    rays of five views (four around, one from above) through [-1, 1]^3 at each of ``times``, and picks the level
+    at which the rays whose largest density exceeds it are the pixels the render covers (alpha > 0.5), by
+    intersection over union. Of the levels within ``tolerance`` of the best, the one nearest ``preferred`` (in
+    ratio) wins, so a sharp field keeps its usual level. ``preferred`` when the renders are empty.
+
+    ``scene.render(cameras, t)`` gives the outline; ``density(points [N, 3], t) -> sigma [N]`` the field.
+    """
+    import torch
+
+    from renderers.cameras import orbit_cameras
+
+    distance = 3.5  # the whole cube in view at 40 degrees
+    cameras = orbit_cameras(distance, torch.tensor([20.0, 20.0, 20.0, 20.0, 80.0]),
+                            torch.tensor([0.0, 90.0, 180.0, 270.0, 45.0]), 40.0, size, size)
+    origins, directions = cameras.rays()
+    steps = torch.linspace(distance - 3**0.5, distance + 3**0.5, samples)
+    points = origins[..., None, :] + directions[..., None, :] * steps[:, None]
+    inside = (points.abs() <= 1).all(-1)
+    levels = preferred * torch.logspace(-3, 1, 81)
+    hits = torch.zeros(len(levels))
+    union = torch.zeros(len(levels))
+    covered_any = False
+    with torch.no_grad():
+        for t in times:
+            covered = scene.render(cameras, float(t)).alpha[..., 0].float().cpu() > 0.5
+            covered_any = covered_any or bool(covered.any())
+            sigma = torch.cat([density(p, float(t)).float().cpu().reshape(-1)
+                               for p in points[inside].split(1 << 16)])
+            peak = torch.zeros(inside.shape).masked_scatter_(inside, sigma).amax(-1)
+            above = peak[None] > levels[:, None, None, None]
+            hits += (above & covered).flatten(1).sum(1)
+            union += (above | covered).flatten(1).sum(1)
+    if not covered_any:
+        return float(preferred)
+    iou = hits / union.clamp_min(1)
+    good = torch.nonzero(iou >= iou.max() - tolerance).flatten()
+    best = good[(levels[good] / preferred).log().abs().argmin()]
+    return float(levels[best])

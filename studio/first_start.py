@@ -107,9 +107,12 @@ def field_to_voxels(scene, resolution: int = 20, frames: int = 4):
     of ``resolution``^3 over [-1, 1]^3, at the times ``t0 + (t1 - t0) f / frames`` of its time range ``(t0, t1)``.
 
     Those are the frame times a 4D-fy run trains on (the video prior's loop: ``f / F``, the end being the start
-    again); between them the field only cross-fades, so grids taken there lose the motion."""
+    again); between them the field only cross-fades, so grids taken there lose the motion. Density in cells the
+    scene's occupancy grid skips is dropped, as its renderer drops it (left in, it draws a faint haze over the
+    box), and the mesh level is the one whose outline matches the copy's renders (``silhouette_level``)."""
     import torch
 
+    from renderers.mesh import silhouette_level
     from renderers.voxels import VoxelScene
 
     axis = torch.linspace(-1, 1, resolution)
@@ -117,13 +120,18 @@ def field_to_voxels(scene, resolution: int = 20, frames: int = 4):
     points = torch.stack([x, y, z], -1).reshape(-1, 3)
     t0, t1 = scene.time_range
     times = [t0 + (t1 - t0) * f / frames for f in range(frames)]
+    occupied = scene.occupancy.query(points)
     sigmas, colours = [], []
     with torch.no_grad():
         for t in times:
-            sigmas.append(scene.field.density(points, t).float().reshape(resolution, resolution, resolution))
+            sigma = torch.where(occupied, scene.field.density(points, t).float(), 0.0)
+            sigmas.append(sigma.reshape(resolution, resolution, resolution))
             rgb = scene.field.albedo(points, t).float().reshape(resolution, resolution, resolution, 3)
             colours.append(rgb.permute(3, 0, 1, 2))
-    return VoxelScene.from_values(torch.stack(sigmas), torch.stack(colours), time_range=(times[0], times[-1]))
+    voxels = VoxelScene.from_values(torch.stack(sigmas), torch.stack(colours), time_range=(times[0], times[-1]))
+    voxels.mesh_threshold = silhouette_level(voxels, lambda p, t: voxels.sample(p, t)[0], times,
+                                             preferred=voxels.mesh_threshold)
+    return voxels
 
 
 def generate_run(runs_root: Path) -> Path:

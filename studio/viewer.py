@@ -338,7 +338,7 @@ class Viewer:
         alpha = out.alpha[0].float().cpu().numpy()
         rgb = out.rgb[0].float().cpu().numpy() + (1 - alpha)  # over viser's white background
         depth = np.where(alpha > 0.5, out.depth[0].float().cpu().numpy(), 100.0)
-        client.scene.set_background_image((np.clip(rgb, 0, 1) * 255).astype(np.uint8), format="png",
+        client.scene.set_background_image((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8), format="png",
                                           depth=depth.astype(np.float32))
         if self._handle is not None:
             self._handle.visible = False

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from pipelines.config import config_from_toml, config_to_toml
 from pipelines.context import RunContext
-from pipelines.events import Preview, Progress, SceneUpdate
+from pipelines.events import Log, Preview, Progress, SceneUpdate
 from pipelines.fourdfy.config import INHOUSE_PRIORS, FourDfyConfig
 from pipelines.fourdfy.schedule import (
     UPDATE_3D,
@@ -214,6 +214,10 @@ def test_preview_run_end_to_end(models_env, tmp_path):
 
     cams = orbit_cameras(2.7, 15.0, 0.0, 40.0, 16, 16)
     assert torch.allclose(again.render(cams, 0.5).rgb, scene.render(cams, 0.5).rgb, atol=1e-5)
+    # The surface sits where the renders put the object, so the viewer's proxy and the exports have one.
+    assert again.isosurface_threshold == scene.isosurface_threshold
+    assert any("mesh surface at density" in e.message for e in events if isinstance(e, Log))
+    assert (scene.render(cams, 0.0).alpha > 0.5).any() and not scene.to_mesh(0.0, resolution=32).is_empty
 
 
 def test_plateau_detector_waits_for_every_loss_to_stop_falling():

@@ -77,6 +77,8 @@ def test_field_to_voxels_keeps_the_frames_a_run_trained_on():
     field does): the voxel copy shows each frame where the field has it."""
     from types import SimpleNamespace
 
+    from renderers.volume import OccupancyGrid
+
     def place(t: float) -> float:  # frames 0 and 2 down at z = 0, frames 1 and 3 up at z = 0.5
         return 0.5 * (round(4 * t) % 2)
 
@@ -85,10 +87,33 @@ def test_field_to_voxels_keeps_the_frames_a_run_trained_on():
         return 20.0 * ((points - centre).norm(dim=-1) < 0.3).float()
 
     field = SimpleNamespace(density=density, albedo=lambda points, t: torch.full((len(points), 3), 0.5))
-    voxels = first_start.field_to_voxels(SimpleNamespace(field=field, time_range=(0.0, 1.0)), resolution=16,
-                                         frames=4)
+    scene = SimpleNamespace(field=field, time_range=(0.0, 1.0), occupancy=OccupancyGrid(8))  # all occupied
+    voxels = first_start.field_to_voxels(scene, resolution=16, frames=4)
     axis = torch.linspace(-1, 1, 16)
     for f in range(4):
         sigma = torch.nn.functional.softplus(voxels.grid_at(f / 4)[0])        # [z, y, x]
         height = float((sigma.sum((1, 2)) * axis).sum() / sigma.sum())
         assert abs(height - place(f / 4)) < 0.1, (f, height)
+
+
+def test_field_to_voxels_drops_what_the_occupancy_grid_skips():
+    """A faint density everywhere, which the field's renderer skips (its occupancy grid marks it empty), must not
+    become a grey haze over the whole voxel box; the copy's mesh level puts its surface on its outline."""
+    from types import SimpleNamespace
+
+    from renderers.cameras import orbit_cameras
+    from renderers.volume import OccupancyGrid
+
+    def density(points, t):
+        return 0.05 + 6.0 * torch.exp(-(points.norm(dim=-1) / 0.3) ** 2)
+
+    field = SimpleNamespace(density=density, albedo=lambda points, t: torch.full((len(points), 3), 0.2))
+    occupancy = OccupancyGrid(8)
+    occupancy.occupied.copy_((occupancy.cell_centres().norm(dim=-1) < 0.6))
+    voxels = first_start.field_to_voxels(SimpleNamespace(field=field, time_range=(0.0, 1.0), occupancy=occupancy),
+                                         resolution=16, frames=1)
+    cams = orbit_cameras(3.0, 20.0, 30.0, 40.0, 32, 32)
+    with torch.no_grad():
+        alpha = voxels.render(cams, 0.0).alpha[0, ..., 0]
+    assert float(alpha[0, 0]) < 1e-3 and float(alpha[16, 16]) > 0.5  # no haze in the corner, the ball in the middle
+    assert voxels.mesh_threshold < 6.0 and not voxels.to_mesh(0.0, resolution=32).is_empty

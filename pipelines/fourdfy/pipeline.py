@@ -18,6 +18,7 @@ from pipelines.fourdfy.hybrid import (
 )
 from pipelines.fourdfy.schedule import LOSS_OF_UPDATE, STAGE_TITLES, StagePlateau
 from pipelines.registry import PipelineInfo, register_pipeline
+from renderers.mesh import silhouette_level
 
 ESTIMATE_AFTER = 10  # steps into a stage before its time is estimated
 
@@ -97,6 +98,12 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
     scene = snapshot(hybrid)
     scene.occupancy.update(scene.field.density, [i / 7 for i in range(8)], scene.settings.step,
                            generator=torch.Generator().manual_seed(context.seed))
+    # A field distilled on a CPU is soft: at threestudio's level its mesh (the viewer's proxy, the exports)
+    # would be empty, so the surface sits where its outline matches the renders.
+    frame_times = hybrid.priors.video.frame_times(config.video_frames)
+    scene.isosurface_threshold = silhouette_level(scene, scene.field.density, frame_times,
+                                                  preferred=scene.isosurface_threshold)
+    yield Log(f"mesh surface at density {scene.isosurface_threshold:.3g}, where its outline matches the renders")
     return scene
 
 
