@@ -33,6 +33,9 @@ class DeformationConfig:
     """Hyper-parameters of a deformation field (saved beside its weights as JSON).
 
     ``bounds``: the canonical space covered, [-bounds, bounds]^3; t is in [0, 1].
+    ``placement_scale`` and ``placement_offset``: where the scene was moved after fitting (world = scale *
+    fitted + offset, :meth:`~renderers.gaussian_scene.DeformableGaussianScene.placed`); the field reads its
+    input and scales its position offsets through them, so the motion moves with the scene.
     Hex-plane (4DGaussians): ``plane_resolutions`` spatial sizes per level, ``time_resolution``,
     ``plane_features`` channels per plane. MLP (Deformable-3DGS; its paper uses depth 8, width 256,
     10 and 6 frequencies): ``pos_frequencies``, ``time_frequencies``. Both: ``width`` and ``depth``
@@ -48,22 +51,26 @@ class DeformationConfig:
     time_frequencies: int = 6
     width: int = 64
     depth: int = 2
+    placement_scale: float = 1.0
+    placement_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         if self.kind not in ("hexplane", "mlp"):
             raise ValueError(f"unknown deformation field kind '{self.kind}' (use hexplane or mlp)")
-        if self.bounds <= 0 or self.width < 1 or self.depth < 1:
-            raise ValueError("deformation bounds, width and depth must be positive")
+        if self.bounds <= 0 or self.width < 1 or self.depth < 1 or self.placement_scale <= 0:
+            raise ValueError("deformation bounds, width, depth and placement scale must be positive")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["plane_resolutions"] = list(self.plane_resolutions)
+        d["placement_offset"] = list(self.placement_offset)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> DeformationConfig:
         d = dict(d)
         d["plane_resolutions"] = tuple(d.get("plane_resolutions", (32, 64)))
+        d["placement_offset"] = tuple(d.get("placement_offset", (0.0, 0.0, 0.0)))
         return cls(**d)
 
 
@@ -86,11 +93,14 @@ class DeformationField(nn.Module):
         raise NotImplementedError
 
     def forward(self, means: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x = means / self.config.bounds  # canonical space -> [-1, 1]
+        c = self.config
+        if c.placement_scale != 1.0 or any(c.placement_offset):  # back to where the field was fitted
+            means = (means - means.new_tensor(c.placement_offset)) / c.placement_scale
+        x = means / c.bounds  # canonical space -> [-1, 1]
         t = torch.as_tensor(t, dtype=means.dtype, device=means.device).reshape(-1, 1)
         t = t.expand(means.shape[0], 1) if t.shape[0] == 1 else t  # one time for all, or one per Gaussian
         h = self.trunk(self.encode(x, t * 2 - 1))
-        return self.heads["means"](h), self.heads["quats"](h), self.heads["log_scales"](h)
+        return self.heads["means"](h) * c.placement_scale, self.heads["quats"](h), self.heads["log_scales"](h)
 
     def smoothness_loss(self, means: Tensor, t: float, dt: float = 0.02) -> Tensor:
         """Temporal smoothness: mean squared second difference of the position offsets over time

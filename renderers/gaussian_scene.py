@@ -62,6 +62,27 @@ class DeformableGaussianScene:
             d_means = self.deformation(points.to(field_param), self._clamp_time(t))[0]
         return points + d_means.to(points)
 
+    def placed(self, scale: float, offset) -> DeformableGaussianScene:
+        """A copy moved to ``scale * x + offset`` (a uniform scale about the origin, then a shift ``[3]``), its
+        motion with it: rendered from any camera, it is this scene seen from the camera moved the same way."""
+        import copy
+        import dataclasses
+        import math
+
+        offset = torch.as_tensor(offset, dtype=torch.float32).reshape(3)
+        g = self.gaussians
+        gaussians = GaussianSet(g.means * scale + offset.to(g.means), g.quats.clone(),
+                                g.log_scales + math.log(scale), g.opacity_logits.clone(), g.sh.clone())
+        deformation = None
+        if self.deformation is not None:
+            deformation = copy.deepcopy(self.deformation)
+            c = deformation.config
+            old = torch.tensor(c.placement_offset, dtype=torch.float32)
+            deformation.config = dataclasses.replace(
+                c, placement_scale=c.placement_scale * scale,
+                placement_offset=tuple(float(v) for v in old * scale + offset))
+        return DeformableGaussianScene(gaussians, deformation, self.time_range, self.tile_size)
+
     def render(self, cameras, t: float, background: Tensor | None = None) -> RenderOutput:
         """RGB (premultiplied unless ``background`` ``[3]`` is given), alpha and depth ``[C, H, W, *]``.
         Differentiable in the Gaussians and the deformation field."""

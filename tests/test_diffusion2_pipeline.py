@@ -286,3 +286,42 @@ def test_matrix_fit_puts_the_frames_at_the_given_times():
     assert list(matrix_fit(images, masks, cameras, config, 0.0, times=loop).times) == loop
     with pytest.raises(ValueError, match="3 frame times for a matrix of 4 frames"):
         matrix_fit(images, masks, cameras, config, 0.0, times=loop[:3])
+
+
+def test_the_result_stands_where_the_input_shows_the_subject():
+    """A small subject low and left in the input is recentred and enlarged for the priors; the fitted scene (here
+    a ball at the centre, as large as the recentred subject) is put back: seen from the reference camera it
+    covers the input's disc again (placement 'input'). With 'centred', the default, it stays as the priors saw it."""
+    from pipelines.diffusion2.inputs import Reference
+    from pipelines.diffusion2.pipeline import place
+    from renderers.gaussian_scene import DeformableGaussianScene
+    from renderers.splats import GaussianSet, rgb_to_sh_dc
+
+    size, (cy, cx), radius = 64, (38.0, 24.0), 12.0
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    disc = (((yy - cy) ** 2 + (xx - cx) ** 2).sqrt() < radius).float()[None, ..., None]
+    reference = recentre(Reference(torch.full((1, size, size, 3), 0.5), disc), 32, fill=0.6)
+    side, right, down = reference.framing
+    assert side == pytest.approx(2 * radius / 0.6 / size, rel=0.05)
+
+    config = Diffusion2Config.preset("preview")
+    g = torch.Generator().manual_seed(0)
+    n = 6000
+    d = torch.randn(n, 3, generator=g)
+    ball = 0.6 * config.distance * np.tan(np.radians(config.fovy / 2))  # fills 0.6 of the view, as recentred
+    means = d / d.norm(dim=-1, keepdim=True) * ball * torch.rand(n, 1, generator=g) ** (1 / 3)
+    sh = rgb_to_sh_dc(torch.tensor([0.5, 0.5, 0.5])).expand(n, 1, 3).clone()
+    scene = DeformableGaussianScene(GaussianSet(means, torch.tensor([[1.0, 0, 0, 0]]).expand(n, 4).clone(),
+                                                torch.full((n, 3), -4.0), torch.full((n,), 4.0), sh))
+    camera = matrix_cameras(1, config.elevation, config.distance, config.fovy, size)
+    with torch.no_grad():
+        centred = place(scene, reference.framing, config).render(camera, 0.0)  # the default
+        placed = place(scene, reference.framing, config.override({"placement": "input"})).render(camera, 0.0)
+    rows, cols = torch.nonzero(centred.alpha[0, ..., 0] > 0.5, as_tuple=True)
+    assert abs(float(rows.float().mean()) - 31.5) < 1.5 and abs(float(cols.float().mean()) - 31.5) < 1.5
+    assert len(rows) > 2 * float(disc.sum())  # as large as the priors saw it (0.6 of the view)
+    covered = placed.alpha[0, ..., 0] > 0.5
+    rows, cols = torch.nonzero(covered, as_tuple=True)
+    assert abs(float(rows.float().mean() + 0.5) - cy) < 1.5 and abs(float(cols.float().mean() + 0.5) - cx) < 1.5
+    iou = float((covered & (disc[0, ..., 0] > 0.5)).sum() / (covered | (disc[0, ..., 0] > 0.5)).sum())
+    assert iou > 0.75, (iou, int(covered.sum()), float(disc.sum()))

@@ -52,6 +52,34 @@ def test_protocols_render_and_round_trip(tmp_path, kind):
     assert (scene.deform_points(moved, 0.6) - moved).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("kind", ["hexplane", "mlp"])
+def test_a_placed_scene_is_the_scene_seen_from_cameras_moved_the_same_way(tmp_path, kind):
+    from renderers.cameras import Cameras
+
+    scene = _scene(kind)
+    cams = orbit_cameras(2.5, 15.0, torch.tensor([0.0, 120.0]), 40.0, 32, 32)
+    once = scene.placed(0.7, [0.2, -0.1, 0.3])
+    twice = once.placed(1.5, [0.0, 0.2, -0.1])  # placements compose, the motion's with them
+    placed_cams = cams
+    for scale, offset in ((0.7, [0.2, -0.1, 0.3]), (1.5, [0.0, 0.2, -0.1])):
+        c2w = placed_cams.c2w.clone()
+        c2w[:, :3, 3] = c2w[:, :3, 3] * scale + torch.tensor(offset)
+        placed_cams = Cameras(c2w, cams.K, 32, 32)
+    twice.save(tmp_path / "placed")
+    loaded = load_scene(tmp_path / "placed")
+    with torch.no_grad():
+        for t in (0.0, 0.7):
+            want = scene.render(cams, t)
+            for placed in (twice, loaded):
+                got = placed.render(placed_cams, t)
+                torch.testing.assert_close(got.rgb, want.rgb, rtol=0, atol=1e-4)
+                torch.testing.assert_close(got.alpha, want.alpha, rtol=0, atol=1e-4)
+    point = torch.tensor([[0.1, 0.0, 0.2]])
+    torch.testing.assert_close(twice.deform_points(point * 1.05 + torch.tensor([0.3, 0.05, 0.35]), 0.6),
+                               scene.deform_points(point, 0.6) * 1.05 + torch.tensor([0.3, 0.05, 0.35]))
+    assert scene.deformation.config.placement_scale == 1.0  # the original is untouched
+
+
 def test_splats_at_time_are_ply_ready():
     """gaussians_at gives the 3DGS PLY parameters as they are stored: float32, finite, SH channel-major rest."""
     scene = _scene()

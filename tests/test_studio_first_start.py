@@ -109,7 +109,7 @@ def test_field_to_voxels_drops_what_the_occupancy_grid_skips():
 
     field = SimpleNamespace(density=density, albedo=lambda points, t: torch.full((len(points), 3), 0.2))
     occupancy = OccupancyGrid(8)
-    occupancy.occupied.copy_((occupancy.cell_centres().norm(dim=-1) < 0.6))
+    occupancy.occupied.copy_(occupancy.cell_centres().norm(dim=-1) < 0.6)
     voxels = first_start.field_to_voxels(SimpleNamespace(field=field, time_range=(0.0, 1.0), occupancy=occupancy),
                                          resolution=16, frames=1)
     cams = orbit_cameras(3.0, 20.0, 30.0, 40.0, 32, 32)

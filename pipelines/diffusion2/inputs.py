@@ -39,6 +39,9 @@ class Reference:
     rgb: Tensor
     alpha: Tensor
     notes: list[str] = field(default_factory=list)
+    #: Where these frames sit in the frames given, in units of the given height: the side of the square they
+    #: show, and its centre's offset from the given frame's centre (right, down). (1, 0, 0): the frames as given.
+    framing: tuple[float, float, float] = (1.0, 0.0, 0.0)
 
     def composite(self, background: float) -> Tensor:
         """Frames over a flat background: ``[N, H, W, 3]``."""
@@ -178,7 +181,7 @@ def recentre(ref: Reference, size: int, fill: float = 0.6, margin: float = 0.95)
     out = out.permute(0, 2, 3, 1)
     alpha = out[..., 3:].clamp(0, 1)
     rgb = torch.where(alpha > 1e-4, out[..., :3] / alpha.clamp_min(1e-4), torch.zeros(()))
-    return Reference(rgb.clamp(0, 1), alpha, list(ref.notes))
+    return Reference(rgb.clamp(0, 1), alpha, list(ref.notes), (side / h, (cx - w / 2) / h, (cy - h / 2) / h))
 
 
 def resize(ref: Reference, size: int) -> Reference:

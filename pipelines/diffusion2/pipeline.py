@@ -13,6 +13,7 @@ so a killed run resumes where it was. Priors come from ``context.priors`` (roles
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -288,9 +289,24 @@ def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator
         if step % config.fit_preview_every == 0 or done == total:
             yield Preview("matrix vs fit", image=_fit_preview(fit, fit_images), grid=(2, min(V, 4)), step=done)
         if step % config.scene_every == 0 and done < total:
-            yield SceneUpdate(scene=fit.scene(), step=done)
+            yield SceneUpdate(scene=place(fit.scene(), reference.framing, config), step=done)
         context.step_done(done, lambda: keep | fit.state(), lambda: {"stage": "reconstruction"})
-    return fit.scene()
+    return place(fit.scene(), reference.framing, config)
+
+
+def place(scene, framing: tuple[float, float, float], config: Diffusion2Config):
+    """The fitted scene (in the recentred frame the priors saw) moved where the input shows the subject
+    (``placement`` "input"): seen from the reference camera, the subject is as large and as far off-centre as
+    in the input. The recentring crop is a zoom and a shift of the reference view; near the orbit's centre
+    that is a uniform scale about it and a shift across the view, exact at the centre's depth."""
+    side, right, down = framing
+    if config.placement != "input" or framing == (1.0, 0.0, 0.0):
+        return scene
+    from pipelines.diffusion2.reconstruct import matrix_cameras
+
+    c2w = matrix_cameras(1, config.elevation, config.distance, config.fovy, config.resolution).c2w[0]
+    height = 2 * config.distance * math.tan(math.radians(config.fovy) / 2)  # the view's height at the centre
+    return scene.placed(side, height * (right * c2w[:3, 0] + down * c2w[:3, 1]))
 
 
 def _motion_seed(config: Diffusion2Config, run_seed: int) -> int:
