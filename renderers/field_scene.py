@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from renderers.field import Background, Field4D, FieldConfig
-from renderers.mesh import TriangleMesh, isosurface
+from renderers.mesh import TriangleMesh, isosurface, silhouette_level
 from renderers.scene import RenderOutput, read_manifest, register_scene_kind, write_manifest
 from renderers.volume import OccupancyGrid, RenderSettings, render_image
 
@@ -76,11 +76,21 @@ class FieldScene:
     @torch.no_grad()
     def to_mesh(self, t: float, resolution: int = 128) -> TriangleMesh:
         """Marching cubes on density at ``isosurface_threshold``; vertex colours from albedo, normals pointing
-        out. An empty field gives an empty mesh."""
+        out. An empty field gives an empty mesh.
+
+        A field that never reaches that level but does render something (a soft field saved before 4D-fy fitted
+        its level, or a snapshot during a run) gets, once, the level whose outline matches its renders
+        (:func:`renderers.mesh.silhouette_level`), kept in ``isosurface_threshold``."""
         if resolution < 2:
             raise ValueError(f"mesh resolution must be at least 2, got {resolution}")
         volume = self.density_volume(t, resolution)
         mesh = isosurface(volume, self.isosurface_threshold, -1.0, 2 / (resolution - 1))
+        if mesh.is_empty and 0.0 < float(volume.max()) < self.isosurface_threshold:
+            level = silhouette_level(self, self.field.density, [self._check_time(t)],
+                                     preferred=self.isosurface_threshold)
+            if level < self.isosurface_threshold:
+                self.isosurface_threshold = level
+                mesh = isosurface(volume, level, -1.0, 2 / (resolution - 1))
         if mesh.is_empty:
             return mesh
         device = next(self.field.parameters()).device

@@ -81,5 +81,20 @@ def test_mesh_of_the_blob_is_a_closed_outward_sphere_with_colours():
     assert ((mesh.normals * mesh.vertices).sum(1) > 0).mean() > 0.99
     assert mesh.vertex_colors.min() >= 0 and mesh.vertex_colors.max() <= 1
     assert mesh.to_trimesh().is_watertight
-    empty = tiny_scene(isosurface_threshold=1e6).to_mesh(0.0, resolution=16)
-    assert empty.is_empty
+    nothing = tiny_scene(isosurface_threshold=1e6)
+    nothing.occupancy.occupied.fill_(False)  # it renders nothing, so there is no outline to put a surface on
+    assert nothing.to_mesh(0.0, resolution=16).is_empty and nothing.isosurface_threshold == 1e6
+
+
+def test_a_soft_field_gets_the_surface_its_renders_show():
+    """The blob peaks near density 10, under threestudio's level of 25 (what a soft field distilled on a CPU
+    saved before its level was fitted looks like): its mesh is not empty but sits on the rendered outline."""
+    scene = tiny_scene(isosurface_threshold=25.0)
+    scene.field.dynamic_mode = "off"
+    assert float(scene.density_volume(0.0, 32).max()) < 25.0
+    mesh = scene.to_mesh(0.0, resolution=32)
+    assert not mesh.is_empty and scene.isosurface_threshold < 10.0
+    cams = orbit_cameras(3.0, 0.0, 0.0, 40.0, 64, 64)
+    covered = float((scene.render(cams, 0.0).alpha > 0.5).sum())
+    outline = np.sqrt(covered / np.pi) * 2 * 3.0 * np.tan(np.radians(20.0)) / 64  # in world units
+    assert abs(float(np.linalg.norm(mesh.vertices[:, 1:], axis=1).max()) - outline) < 0.1
