@@ -195,6 +195,23 @@ def test_video_to_4d_uses_the_frames_as_row_zero(tiny_models, tmp_path, monkeypa
     assert row0[..., 0].mean() > row0[..., 2].mean() + 5  # yellow subject on black in every frame
 
 
+def test_a_finer_fit_takes_the_reference_view_from_the_input(tiny_models, tmp_path, monkeypatch):
+    """Fitting at twice the matrix's size, the reference view's targets are the video's own frames at that size
+    (recentred as the priors saw them), not the matrix's 16-pixel copy of them scaled up."""
+    monkeypatch.setenv("FOURD_MODELS_DIR", str(tiny_models))
+    video = str(asset_path("examples", "yellow_walker.mp4"))
+    _, events = run_pipeline("video-to-4d", {"video": video}, tmp_path, config_changes={"reconstruction.resolution": 32})
+    fit = [e for e in events if isinstance(e, Preview) and e.name == "matrix vs fit"][-1].image
+    target = fit[:32, :32].astype(float) / 255  # the reference view at the middle frame (1 of 3)
+    frames = recentre(load_reference(video, "video", frames=3), 32, fill=0.6)
+    sharp = frames.composite(0.0)[1].numpy()
+    blurred = torch.nn.functional.interpolate(recentre(load_reference(video, "video", frames=3), 16, fill=0.6)
+                                              .composite(0.0)[1:2].permute(0, 3, 1, 2), size=(32, 32),
+                                              mode="bilinear", antialias=True).permute(0, 2, 3, 1)[0].numpy()
+    assert np.abs(target - sharp).max() < 1 / 255 + 1e-6
+    assert np.abs(target - blurred).mean() > 0.01
+
+
 def test_text_to_4d_runs_through_an_image(tiny_models, tmp_path, monkeypatch):
     monkeypatch.setenv("FOURD_MODELS_DIR", str(tiny_models))
     try:

@@ -72,7 +72,7 @@ def _encode(prior, images: Tensor) -> Tensor:
 def _reference(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator:
     """Yields Log events; returns the Reference as given (image, video frames or the drawn image) and the same
     at the matrix resolution (subject recentred)."""
-    from pipelines.diffusion2.inputs import from_generated, load_reference, recentre, resize
+    from pipelines.diffusion2.inputs import from_generated, load_reference
     from pipelines.events import Log
     from pipelines.priors.registry import load_prior
 
@@ -97,7 +97,14 @@ def _reference(kind: str, inputs: dict, config: Diffusion2Config, context) -> It
         ref = load_reference(inputs[kind], kind, frames=frames if kind == "video" else 1)
     for note in ref.notes:
         yield Log(note)
-    return ref, recentre(ref, config.resolution, config.fill) if config.recenter else resize(ref, config.resolution)
+    return ref, _at_size(ref, config.resolution, config)
+
+
+def _at_size(ref, size: int, config: Diffusion2Config):
+    """The reference as the priors see it (recentred, or only resized) at ``size`` pixels."""
+    from pipelines.diffusion2.inputs import recentre, resize
+
+    return recentre(ref, size, config.fill) if config.recenter else resize(ref, size)
 
 
 def _prior_prompt(kind: str, inputs: dict, config: Diffusion2Config, reference, priors) -> Iterator:
@@ -273,6 +280,10 @@ def _run(kind: str, inputs: dict, config: Diffusion2Config, context) -> Iterator
     if size != S:
         fit_images, fit_masks = _resize(images, size), _resize(masks, size)
         fit_cameras = matrix_cameras(V, config.elevation, config.distance, config.fovy, size)
+        if kind != "prompt":  # the input itself, not the matrix's copy of it: a sharper reference view
+            sharp = _at_size(given, size, config)
+            n = min(len(sharp.alpha), F)
+            fit_images[0, :n], fit_masks[0, :n] = sharp.composite(config.background)[:n], sharp.alpha[:n]
     # a reference video spans [0, 1]; a clip the video prior drew is at the prior's frame times
     times = matrix_times(F) if kind == "video" else video_prior.frame_times(F)
     fit = matrix_fit(fit_images, fit_masks, fit_cameras, rc, config.background, seed=context.seed,
