@@ -200,7 +200,8 @@ def test_a_finer_fit_takes_the_reference_view_from_the_input(tiny_models, tmp_pa
     (recentred as the priors saw them), not the matrix's 16-pixel copy of them scaled up."""
     monkeypatch.setenv("FOURD_MODELS_DIR", str(tiny_models))
     video = str(asset_path("examples", "yellow_walker.mp4"))
-    _, events = run_pipeline("video-to-4d", {"video": video}, tmp_path, config_changes={"reconstruction.resolution": 32})
+    _, events = run_pipeline("video-to-4d", {"video": video}, tmp_path,
+                             config_changes={"reconstruction.resolution": 32})
     fit = [e for e in events if isinstance(e, Preview) and e.name == "matrix vs fit"][-1].image
     target = fit[:32, :32].astype(float) / 255  # the reference view at the middle frame (1 of 3)
     frames = recentre(load_reference(video, "video", frames=3), 32, fill=0.6)
