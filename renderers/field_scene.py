@@ -87,7 +87,8 @@ class FieldScene:
         mesh = isosurface(volume, self.isosurface_threshold, -1.0, 2 / (resolution - 1))
         if mesh.is_empty and 0.0 < float(volume.max()) < self.isosurface_threshold:
             level = silhouette_level(self, self.field.density, [self._check_time(t)],
-                                     preferred=self.isosurface_threshold)
+                                     preferred=self.isosurface_threshold,
+                                     device=next(self.field.parameters()).device)
             if level < self.isosurface_threshold:
                 self.isosurface_threshold = level
                 mesh = isosurface(volume, level, -1.0, 2 / (resolution - 1))

@@ -83,7 +83,7 @@ def isosurface(volume: np.ndarray, level: float, origin: float | np.ndarray, spa
 
 
 def silhouette_level(scene, density, times, *, preferred: float, size: int = 48, samples: int = 128,
-                     tolerance: float = 0.02) -> float:
+                     tolerance: float = 0.02, device=None) -> float:
     """The density iso-level whose surface has the outline of the scene's own render.
 
     A field distilled on a CPU is soft: its densities may never reach the level a sharp field's surface sits
@@ -93,7 +93,8 @@ def silhouette_level(scene, density, times, *, preferred: float, size: int = 48,
     intersection over union. Of the levels within ``tolerance`` of the best, the one nearest ``preferred`` (in
     ratio) wins, so a sharp field keeps its usual level. ``preferred`` when the renders are empty.
 
-    ``scene.render(cameras, t)`` gives the outline; ``density(points [N, 3], t) -> sigma [N]`` the field.
+    ``scene.render(cameras, t)`` gives the outline; ``density(points [N, 3], t) -> sigma [N]`` the field, given
+    its points on ``device`` (the CPU when None).
     """
     import torch
 
@@ -114,7 +115,7 @@ def silhouette_level(scene, density, times, *, preferred: float, size: int = 48,
         for t in times:
             covered = scene.render(cameras, float(t)).alpha[..., 0].float().cpu() > 0.5
             covered_any = covered_any or bool(covered.any())
-            sigma = torch.cat([density(p, float(t)).float().cpu().reshape(-1)
+            sigma = torch.cat([density(p.to(device or "cpu"), float(t)).float().cpu().reshape(-1)
                                for p in points[inside].split(1 << 16)])
             peak = torch.zeros(inside.shape).masked_scatter_(inside, sigma).amax(-1)
             above = peak[None] > levels[:, None, None, None]

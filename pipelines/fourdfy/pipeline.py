@@ -102,7 +102,7 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
     # would be empty, so the surface sits where its outline matches the renders.
     frame_times = hybrid.priors.video.frame_times(config.video_frames)
     scene.isosurface_threshold = silhouette_level(scene, scene.field.density, frame_times,
-                                                  preferred=scene.isosurface_threshold)
+                                                  preferred=scene.isosurface_threshold, device=hybrid.device)
     yield Log(f"mesh surface at density {scene.isosurface_threshold:.3g}, where its outline matches the renders")
     return scene
 
