@@ -59,7 +59,8 @@ Loss = Callable[[Rasterization, Tensor, "Tensor | None", Tensor], "tuple[Tensor,
 class GaussianFitSettings:
     """Steps, schedule and learning rates of :class:`GaussianFit`.
 
-    ``views_per_step``: cameras rendered per step (0: all). Learning rates per parameter group;
+    ``views_per_step``: cameras rendered per step (0: all); ``anchor_views``: cameras in every step's draw (a
+    reference view that carries the motion), the rest drawn at random. Learning rates per parameter group;
     ``lr_final``: the factor the position and deformation rates decay to by the last step;
     ``canonical_lr_scale``: canonical Gaussians' rate factor after warm-up (Diffusion² Sec. 3.4's
     "reduced learning rate"). ``frequency_anneal``: the fraction of the deformation stage over which an
@@ -73,6 +74,7 @@ class GaussianFitSettings:
     steps: int = 300
     warmup_steps: int = 60
     views_per_step: int = 0
+    anchor_views: tuple[int, ...] = ()
     lr_means: float = 3e-3
     lr_quats: float = 1e-2
     lr_log_scales: float = 1e-2
@@ -215,7 +217,14 @@ class GaussianFit:
         s, g = self.settings, self.generator
         self._set_learning_rates()
         k = s.views_per_step if 0 < s.views_per_step < self.views else self.views
-        views = torch.randperm(self.views, generator=g)[:k] if k < self.views else torch.arange(self.views)
+        if k >= self.views:
+            views = torch.arange(self.views)
+        elif s.anchor_views:
+            anchors = torch.tensor(s.anchor_views)
+            rest = torch.randperm(self.views, generator=g)
+            views = torch.cat([anchors, rest[~torch.isin(rest, anchors)][:max(k - len(anchors), 0)]])
+        else:
+            views = torch.randperm(self.views, generator=g)[:k]
         f = self._next_frame()
         field = None if self.warming_up else self.field
         moved = deform_gaussians(self.gaussians(), field, self.times[f])

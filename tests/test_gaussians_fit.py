@@ -123,3 +123,25 @@ def test_state_restores_the_fit_for_a_resume(fitted):
     with torch.no_grad():
         assert torch.allclose(fresh.scene().render(cams, 0.3125).rgb, fit.scene().render(cams, 0.3125).rgb)
     assert np.isfinite(fresh.run()).all() and fresh.step_count == fit.settings.steps
+
+
+def test_anchor_views_are_rendered_in_every_step(monkeypatch):
+    """With ``anchor_views`` (Diffusion²'s reference view, which carries the input's motion) every step's draw of
+    ``views_per_step`` cameras holds them; the others are drawn at random and all of them come up."""
+    import renderers.gaussian_fit as gaussian_fit
+
+    cams = train_cameras()
+    with torch.no_grad():
+        images = torch.stack([render_gaussians(analytic_scene(t), cams).rgb for t in TRAIN_TIMES[:2]], 1)
+    drawn = []
+
+    def recording(gaussians, cameras, **kwargs):
+        drawn.append([int(torch.nonzero((cams.c2w - c).abs().amax((1, 2)) < 1e-6)[0]) for c in cameras.c2w])
+        return render_gaussians(gaussians, cameras, **kwargs)
+
+    monkeypatch.setattr(gaussian_fit, "render_gaussians", recording)
+    settings = GaussianFitSettings(steps=12, warmup_steps=4, views_per_step=3, anchor_views=(2,))
+    GaussianFit(analytic_scene(0.0), DeformationConfig(kind="mlp", width=8, depth=1), cams, TRAIN_TIMES[:2], images,
+                settings=settings).run()
+    assert len(drawn) == 12 and all(len(d) == 3 and len(set(d)) == 3 and 2 in d for d in drawn)
+    assert len({v for d in drawn for v in d}) >= 6  # the rest are drawn at random

@@ -89,6 +89,7 @@ def fit_settings(config: ReconstructionConfig, seed: int = 0) -> GaussianFitSett
     and colours, the config's for positions and the deformation, its densification schedule."""
     return GaussianFitSettings(
         steps=config.steps, warmup_steps=config.warmup_steps, views_per_step=config.images_per_step,
+        anchor_views=(0,) if config.anchor_reference else (),
         lr_means=config.lr_means, lr_deformation=config.lr_deformation, lr_final=config.lr_final,
         canonical_lr_scale=config.canonical_lr_scale, smoothness_weight=config.smoothness_weight,
         densify=DensifyConfig(start=config.densify_interval, interval=config.densify_interval,
