@@ -146,6 +146,8 @@ class GaussianFit:
                              f"cameras and {len(times)} times")
         if images.shape[-1] != 3 or (masks is not None and masks.shape[:4] != images.shape[:4]):
             raise ValueError("images must be [V, F, H, W, 3] and masks [V, F, H, W, 1]")
+        if any(not 0 <= v < self.views for v in self.settings.anchor_views):
+            raise ValueError(f"anchor views {self.settings.anchor_views} are not among the {self.views} views")
         self.device = torch.device(device)
         self.cameras, self.times, self.images, self.masks = cameras, [float(t) for t in times], images, masks
         self.background = None if background is None else background.to(self.device)

@@ -145,3 +145,6 @@ def test_anchor_views_are_rendered_in_every_step(monkeypatch):
                 settings=settings).run()
     assert len(drawn) == 12 and all(len(d) == 3 and len(set(d)) == 3 and 2 in d for d in drawn)
     assert len({v for d in drawn for v in d}) >= 6  # the rest are drawn at random
+    with pytest.raises(ValueError, match="not among the 8 views"):
+        GaussianFit(analytic_scene(0.0), DeformationConfig(kind="mlp", width=8, depth=1), cams, TRAIN_TIMES[:2],
+                    images, settings=GaussianFitSettings(views_per_step=3, anchor_views=(8,)))
