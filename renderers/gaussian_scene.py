@@ -13,6 +13,9 @@ stores them) and ``deformation.safetensors`` (the field's weights).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import math
 from pathlib import Path
 from typing import ClassVar
 
@@ -65,10 +68,6 @@ class DeformableGaussianScene:
     def placed(self, scale: float, offset) -> DeformableGaussianScene:
         """A copy moved to ``scale * x + offset`` (a uniform scale about the origin, then a shift ``[3]``), its
         motion with it: rendered from any camera, it is this scene seen from the camera moved the same way."""
-        import copy
-        import dataclasses
-        import math
-
         offset = torch.as_tensor(offset, dtype=torch.float32).reshape(3)
         g = self.gaussians
         gaussians = GaussianSet(g.means * scale + offset.to(g.means), g.quats.clone(),
