@@ -372,6 +372,37 @@ def test_the_starting_density_blob_follows_the_config(models_env):
         tiny_config(density_blob_std=0.0)
 
 
+def test_dark_matter_loss_empties_density_only_where_it_shows_no_colour(models_env):
+    """Black matter is invisible over the prior's black background: the loss removes its density and leaves
+    the albedo alone (brightening it would be the cheap way out), and it ignores matter that shows a colour."""
+    from pipelines.config import ConfigError
+    from pipelines.fourdfy.hybrid import HybridSDS, load_priors, prior_names
+
+    config = tiny_config(lambda_dark=10.0)
+    hybrid = HybridSDS("a red ball", config, load_priors(prior_names(config), torch.device("cpu"), config.lora_rank))
+    field, centre = hybrid.field, torch.zeros(1, 3)
+    last = field.albedo_mlp[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(4.0)  # a bright albedo everywhere: nothing to remove
+    assert float(hybrid._dark_matter(0.0, torch.Generator().manual_seed(0))) == 0.0
+    with torch.no_grad():
+        last.bias.fill_(-8.0)  # a black albedo everywhere: the starting blob is black matter
+    before = float(field.density(centre, 0.0))
+    optimizer = torch.optim.Adam(field.param_groups(0.02, 0.02, 0.005), betas=(0.9, 0.99), eps=1e-15)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        optimizer.zero_grad(set_to_none=True)
+        loss = hybrid._dark_matter(0.0, generator)
+        loss.backward()
+        assert last.bias.grad is None or float(last.bias.grad.abs().max()) == 0.0
+        optimizer.step()
+    assert before > 5.0 and float(field.density(centre, 0.0)) < 0.1 * before
+    assert torch.equal(last.bias, torch.full((3,), -8.0))
+    with pytest.raises(ConfigError, match="dark_albedo"):
+        tiny_config(dark_albedo=0.0)
+
+
 def test_the_3d_start_is_checked_before_the_run(tmp_path):
     from pipelines.config import ConfigError
     from pipelines.fourdfy.hybrid import preflight
