@@ -29,3 +29,9 @@ def bundled_checkpoints() -> list[Path]:
     except FileNotFoundError:
         return []
     return sorted(folder.rglob("*.safetensors"))
+
+
+def checkpoint_name(path: Path) -> str:
+    """A bundled checkpoint's name: its folder's in a folder-per-model layout
+    (``inhouse-field-prior/model.safetensors``), else the file's stem (``text-to-3d-autodecoder.safetensors``)."""
+    return path.parent.name if path.stem == "model" else path.stem

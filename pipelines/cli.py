@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         before = set(sub.choices)
         module.add_parser(sub)
         handlers.update({command: module.run for command in set(sub.choices) - before})
-    sub.add_parser("doctor", help="show Python, torch, device, accelerators, folders and bundled priors")
+    sub.add_parser("doctor", help="show Python, torch, device, accelerators, folders and bundled models")
     parser.set_defaults(_handlers=handlers)
     return parser
 

@@ -61,7 +61,8 @@ def report() -> list[tuple[str, str]]:
         ("runs", str(paths.runs_dir())),
         ("models", str(paths.models_dir())),
         ("hf cache", str(paths.hf_cache_dir())),
-        ("bundled priors", ", ".join(p.stem for p in checkpoints) if checkpoints else "none bundled yet"),
+        ("bundled models", ", ".join(f"{assets.checkpoint_name(p)} ({p.stat().st_size / 2**20:.1f} MiB)"
+                                     for p in checkpoints) if checkpoints else "none bundled yet"),
     ]
     return rows
 

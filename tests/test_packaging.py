@@ -30,8 +30,9 @@ def test_fourd_help_and_doctor(capsys):
     out = subprocess.run([sys.executable, "-m", "pipelines.cli", "doctor"], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
-    for key in ("torch", "device", "gsplat", "nerfacc", "tiny-cuda-nn", "models", "runs", "bundled priors"):
+    for key in ("torch", "device", "gsplat", "nerfacc", "tiny-cuda-nn", "models", "runs", "bundled models"):
         assert key in out.stdout
+    assert "inhouse-field-prior (" in out.stdout and "text-to-3d-autodecoder (" in out.stdout
 
 
 def test_console_scripts_are_installed():
