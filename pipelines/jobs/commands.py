@@ -120,14 +120,16 @@ def _list(args) -> int:
     from rich.table import Table
 
     table = Table(title=f"runs ({len(runs)})")
-    for column in ("run", "pipeline", "preset", "seed", "status", "created"):
+    # the run's name (time-pipeline-seed) is what `fourd resume` / `fourd export` take: never cut it
+    table.add_column("run", no_wrap=True, min_width=max((len(r.name) for r in runs), default=3))
+    for column in ("pipeline", "preset", "seed"):
         table.add_column(column)
+    table.add_column("status", no_wrap=True)
     styles = {"done": "green", "failed": "red", "failed-resumable": "yellow", "cancelled": "yellow",
               "running": "cyan"}
     for r in runs:
         table.add_row(r.name, r.spec.pipeline if r.spec else "?", r.spec.preset if r.spec else "?",
-                      str(r.spec.seed) if r.spec else "?", f"[{styles.get(r.status, '')}]{r.status}[/]",
-                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)))
+                      str(r.spec.seed) if r.spec else "?", f"[{styles.get(r.status, '')}]{r.status}[/]")
     Console().print(table)
     return EXIT_DONE
 
