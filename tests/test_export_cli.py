@@ -32,3 +32,14 @@ def test_export_bad_sources_exit_2_with_one_sentence(tmp_path, capsys):
     folder = _ball(tmp_path)
     assert main(["export", str(folder), "--out", str(tmp_path / "x.xyz")]) == 2
     assert "format" in capsys.readouterr().err.lower()
+    # the folder that holds the runs (an --out folder) is not itself a run: say so and name one
+    runs = tmp_path / "runs"
+    assert main(["generate", "toy-fit", "--out", str(runs), "--set", "steps=2", "--set", "image_size=12",
+                 "--set", "resolution=10"]) == 0
+    [run] = list(runs.iterdir())
+    capsys.readouterr()
+    assert main(["export", str(runs), "--out", str(tmp_path / "x.glb")]) == 2
+    err = capsys.readouterr().err
+    assert "folder of 1 run(s), not a run" in err and run.name in err
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "x.glb")]) == 2
+    assert "neither a run nor a saved scene" in capsys.readouterr().err
