@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
 
 def resolve_scene_dir(source: str) -> Path:
     """The saved scene a user means by ``source``: a scene folder, a run folder (its result), or a run name."""
-    from pipelines.jobs.run_folder import SPEC_FILE, STATUS_FILE, list_runs, run_info
+    from pipelines.jobs.run_folder import SPEC_FILE, STATUS_FILE, list_runs, not_a_run, run_info
     from pipelines.paths import runs_dir
     from renderers.scene import SCENE_MANIFEST
 
@@ -31,10 +31,8 @@ def resolve_scene_dir(source: str) -> Path:
     if (path / SCENE_MANIFEST).is_file():
         return path
     if path.is_dir() and not ((path / SPEC_FILE).is_file() or (path / STATUS_FILE).is_file()):
-        runs = list_runs(path)
-        if runs:
-            raise ValueError(f"'{source}' is a folder of {len(runs)} run(s), not a run; name one, e.g. "
-                             f"'{path / runs[0].name}' (the newest).")
+        if list_runs(path):
+            raise ValueError(not_a_run(path))
         raise ValueError(f"'{source}' is neither a run nor a saved scene folder.")
     if path.is_dir():
         info = run_info(path)

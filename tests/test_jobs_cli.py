@@ -41,6 +41,8 @@ def test_generate_prints_the_event_stream_and_the_run_is_listed(tmp_path, capsys
 
     assert main(["resume", str(run)]) == 2
     assert "already finished" in capsys.readouterr().err
+    assert main(["resume", str(tmp_path)]) == 2  # the --out folder, not the run in it
+    assert f"folder of 1 run(s), not a run; name one, e.g. '{run}'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "message"), [

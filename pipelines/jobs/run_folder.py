@@ -94,8 +94,17 @@ def resolve_inputs(run_dir: Path, spec: JobSpec) -> dict[str, str]:
 def read_spec(run_dir: str | Path) -> JobSpec:
     run_dir = Path(run_dir)
     if not (run_dir / SPEC_FILE).is_file():
-        raise RunFolderError(f"'{run_dir}' is not a run folder (it has no {SPEC_FILE}).")
+        raise RunFolderError(not_a_run(run_dir))
     return JobSpec.load(run_dir / SPEC_FILE)
+
+
+def not_a_run(path: Path) -> str:
+    """One sentence for a folder that is not a run; for a folder of runs (an ``--out`` folder) it names the newest."""
+    runs = list_runs(path) if path.is_dir() else []
+    if runs:
+        return (f"'{path}' is a folder of {len(runs)} run(s), not a run; name one, e.g. '{path / runs[0].name}' "
+                "(the newest).")
+    return f"'{path}' is not a run folder (it has no {SPEC_FILE})."
 
 
 # -------------------------------------------------------------------- status and events
