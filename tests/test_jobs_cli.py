@@ -1,6 +1,7 @@
 """`fourd generate | run | resume | runs`: exit codes, JSON event stream, Ctrl-C."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def test_generate_prints_the_event_stream_and_the_run_is_listed(tmp_path, capsys
     assert listed["status"] == "done" and listed["pipeline"] == "toy-fit" and listed["seed"] == 3
 
     # in an 80-column terminal the table still shows the whole name, which `fourd resume` / `export` take
-    env = {"COLUMNS": "80", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "COLUMNS": "80"}
     table = subprocess.run([sys.executable, "-m", "pipelines.cli", "runs", "--root", str(tmp_path)],
                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=120).stdout
     assert run.name in table and "done" in table
