@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
 
 def resolve_scene_dir(source: str) -> Path:
     """The saved scene a user means by ``source``: a scene folder, a run folder (its result), or a run name."""
-    from pipelines.jobs.run_folder import SPEC_FILE, STATUS_FILE, list_runs, not_a_run, run_info
+    from pipelines.jobs.run_folder import is_run_folder, list_runs, not_a_run, run_info
     from pipelines.paths import runs_dir
     from renderers.scene import SCENE_MANIFEST
 
@@ -30,7 +30,7 @@ def resolve_scene_dir(source: str) -> Path:
         path = runs_dir() / source
     if (path / SCENE_MANIFEST).is_file():
         return path
-    if path.is_dir() and not ((path / SPEC_FILE).is_file() or (path / STATUS_FILE).is_file()):
+    if path.is_dir() and not is_run_folder(path):
         if list_runs(path):
             raise ValueError(not_a_run(path))
         raise ValueError(f"'{source}' is neither a run nor a saved scene folder.")

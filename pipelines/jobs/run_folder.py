@@ -98,6 +98,11 @@ def read_spec(run_dir: str | Path) -> JobSpec:
     return JobSpec.load(run_dir / SPEC_FILE)
 
 
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a run's folder (it has the job's spec or a status), not, say, a folder of runs."""
+    return (path / SPEC_FILE).exists() or (path / STATUS_FILE).exists()
+
+
 def not_a_run(path: Path) -> str:
     """One sentence for a folder that is not a run; for a folder of runs (an ``--out`` folder) it names the newest."""
     runs = list_runs(path) if path.is_dir() else []
@@ -240,7 +245,7 @@ def list_runs(root: str | Path | None = None) -> list[RunInfo]:
     root = Path(root) if root is not None else runs_dir()
     if not root.is_dir():
         return []
-    runs = [run_info(p) for p in root.iterdir() if (p / SPEC_FILE).exists() or (p / STATUS_FILE).exists()]
+    runs = [run_info(p) for p in root.iterdir() if is_run_folder(p)]
     return sorted(runs, key=lambda r: r.created, reverse=True)
 
 
