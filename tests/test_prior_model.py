@@ -125,6 +125,42 @@ def test_a_heading_model_sees_the_heading_and_the_roles_choose_it(tmp_path):
     assert not torch.allclose(orbit(xs, torch.tensor([300.0]), cond), a)
 
 
+def test_a_background_model_is_told_the_background_through_the_conditioning(tmp_path):
+    """arch.background: the grey level changes the prediction, a model without the input ignores it, and the
+    prior role reads it from Conditioning.background, guided and unguided alike."""
+    from dataclasses import replace
+
+    torch.manual_seed(2)
+    arch = FieldPriorArch(resolution=16, downsample=4, width=32, depth=1, heads=2, text_width=32, text_layers=1,
+                          vocab_size=PromptTokenizer().vocab_size, background=True)
+    model = FieldDiT(arch).eval()
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(2, 2, 48, 4, 4)
+    args = (torch.tensor([300.0] * 2), model.encode_text(PromptTokenizer().encode(["a red ball"] * 2)),
+            default_cameras(2, arch)[0].expand(2, -1, -1, -1), default_cameras(2, arch)[1].expand(2, -1, -1, -1),
+            torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.bool), None)
+    with torch.no_grad():
+        out = model(x, *args, torch.tensor([0.0, 1.0]))
+        assert torch.allclose(model(x, *args), model(x, *args, torch.zeros(2)))  # None is black
+        assert not torch.allclose(out[1], model(x, *args)[1])
+        plain = FieldDiT(FieldPriorArch(**{**arch.to_dict(), "background": False}))
+        assert torch.equal(plain(x, *args, torch.ones(2)), plain(x, *args))
+    folder = tmp_path / "prior"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"arch": arch.to_dict()}))
+    prior = load_prior("inhouse-t2mv", folder)
+    cond = prior.encode_prompt(["a red ball"])
+    xs, level = torch.randn(1, 2, 1, 48, 4, 4), torch.tensor([300.0])
+    white = replace(cond, background=1.0)
+    assert prior.uncond(white).background == 1.0
+    with torch.no_grad():
+        assert not torch.allclose(prior(xs, level, white), prior(xs, level, cond))
+        assert not torch.allclose(prior.predict(xs, level, white, guidance_scale=3.0).x0,
+                                  prior.predict(xs, level, cond, guidance_scale=3.0).x0)
+
+
 def test_the_object_frame_makes_an_orbiting_or_walking_object_sit_where_its_time_says():
     """object_frame: seen from cameras turned into the object's frame, an orbiting or walking object of any yaw
     is where the same object at yaw 0 is, seen from the untouched cameras."""

@@ -26,7 +26,8 @@ from pipelines.priors.registry import load_prior
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A handful of real world scenes at 16 px, rendered once for the module."""
-    config = TrainPriorConfig.preset("tiny").replace(cache_dir=str(tmp_path_factory.mktemp("cache")), train_size=6)
+    config = TrainPriorConfig.preset("tiny").replace(cache_dir=str(tmp_path_factory.mktemp("cache")), train_size=6,
+                                                     background=True)  # with the scenes' alpha
     return load_world(config, log=lambda line: None)
 
 
@@ -214,6 +215,48 @@ def test_a_heading_run_gets_the_scene_yaw_and_starts_as_the_exported_model(world
     train_prior(config.replace(heading=True, steps=1), tmp_path / "run", world=world)
     with pytest.raises(ValueError, match="different architecture .heading"):
         train_prior(config.replace(steps=2), tmp_path / "run", world=world)
+
+
+def test_a_background_run_composites_over_white_and_starts_as_the_exported_model(world, tmp_path):
+    """background: each item is drawn over white (with probability p_white) or black and carries which; a
+    background model grown from one without predicts what the exported one does, over either."""
+    from dataclasses import replace
+
+    from pipelines.models.field_dit import latents_to_images
+    from pipelines.models.training import export_prior
+    from pipelines.priors.inhouse import FieldPrior
+
+    config = TrainPriorConfig.preset("tiny").replace(steps=3, batch=16)
+    tok = PromptTokenizer(config.text_length)
+    assert "background" not in make_batch(world, config, tok, 0)["sets"]  # the default draws as before
+    batch = make_batch(world, config.replace(background=True, p_white=0.5), tok, 0)
+    for part in (batch["sets"], batch["images"]):
+        corner = latents_to_images(part["x0"], config.downsample)[..., 0, 0]  # [B, N, 3]: the world's empty corner
+        assert torch.equal(corner, part["background"][:, None, None].expand_as(corner))
+    assert set(batch["sets"]["background"].tolist()) == {0.0, 1.0}
+    for p_white in (0.0, 1.0):
+        every = make_batch(world, config.replace(background=True, p_white=p_white), tok, 0)
+        assert set(every["sets"]["background"].tolist()) == {p_white}
+        # the subject is the same: over black the composite is the world's premultiplied render
+        if p_white == 0.0:
+            assert torch.equal(every["sets"]["x0"], make_batch(world, config, tok, 0)["sets"]["x0"])
+
+    train_prior(config, tmp_path / "first", world=world)
+    exported = export_prior(tmp_path / "first", tmp_path / "exported")
+    plain = train_prior(config.replace(init_from=str(exported)), tmp_path / "plain", world=world, stop_after=0)
+    lines = []
+    grown = train_prior(config.replace(init_from=str(exported), background=True), tmp_path / "grown", world=world,
+                        stop_after=0, log=lines.append)
+    assert any("new background input" in line for line in lines)
+    want, got = (FieldPrior(run["model"].eval(), "text-to-multiview", "inhouse-t2mv") for run in (plain, grown))
+    cond = want.encode_prompt(["a red ball bouncing", "a blue cube"])
+    x = torch.randn(2, 3, 1, want.latent_channels, 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for grey in (0.0, 1.0):
+            mine = replace(cond, background=grey)
+            assert torch.allclose(got(x, torch.tensor([100.0, 700.0]), mine),
+                                  want(x, torch.tensor([100.0, 700.0]), mine), atol=1e-6)
+    assert float(train_prior(config.replace(background=True, steps=2), tmp_path / "run", world=world)["losses"][-1]) > 0
 
 
 @pytest.mark.slow

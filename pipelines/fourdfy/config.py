@@ -185,6 +185,9 @@ class FourDfyConfig(Config):
         "help": "density whose albedo is darker than dark_albedo (invisible on a black background)"})
     dark_albedo: float = field(default=0.1, metadata={
         "help": "albedo (brightest channel) under which dense matter counts as dark for lambda_dark"})
+    p_white: float = field(default=0.0, metadata={
+        "help": "chance that a step renders over white instead of the solid background and tells the priors so "
+                "(Conditioning.background): black matter shows there; needs a prior trained on both"})
     motion_strength: float = field(default=1.0, metadata={
         "help": "scales the motion part of the video SDS gradient, its change between frames (0 = no motion)"})
     init_scene: str = field(default="", metadata={
@@ -214,7 +217,7 @@ class FourDfyConfig(Config):
         for name in ("steps_stage1", "steps_stage2", "steps_stage3"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config key '{name}' must be 0 or more, got {getattr(self, name)}.")
-        for name in ("p_3d", "p_img", "video_noise_sharing"):
+        for name in ("p_3d", "p_img", "video_noise_sharing", "p_white"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"config key '{name}' is a probability and must lie in [0, 1].")
         if self.early_stop_patience < 0 or not 0 <= self.early_stop_tolerance < 1:

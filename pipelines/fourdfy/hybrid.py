@@ -22,7 +22,7 @@ from pipelines.fourdfy.config import ROLE_KEYS, FourDfyConfig
 from pipelines.fourdfy.schedule import UPDATE_3D, UPDATE_IMG, UPDATE_VID, StepPlan, plan_step, render_size_3d, t_range
 from pipelines.priors.denoiser import Conditioning, Denoiser
 from renderers.cameras import Cameras, orbit_cameras
-from renderers.field import FieldConfig
+from renderers.field import Background, FieldConfig
 from renderers.field_scene import FieldScene
 from renderers.volume import ImageOutput, RenderSettings, render_image
 
@@ -164,6 +164,20 @@ def prompt_warnings(priors: Priors, prompt: str) -> list[str]:
     return found
 
 
+def background_warnings(config: FourDfyConfig, priors: Priors) -> list[str]:
+    """Why ``p_white`` would not do what it says: a learned background, or a prior that knows black alone."""
+    if not config.p_white:
+        return []
+    if config.background != "solid":
+        return ["p_white applies to a solid background only; with the learned one every step keeps it."]
+    blind = [d.name for d in dict.fromkeys((priors.multiview, priors.image, priors.video))
+             if getattr(getattr(d, "arch", None), "background", True) is False]
+    if blind:
+        return [f"p_white renders some steps over white, but {', '.join(blind)} learned black backgrounds only; "
+                "its guidance there is off its training data (use a prior trained with background=true)."]
+    return []
+
+
 # -------------------------------------------------------------------- cameras
 def draw_orbit(config: FourDfyConfig, generator: torch.Generator) -> tuple[float, float, float, float]:
     """(distance, elevation, azimuth, fovy) of one random camera; elevation uniform on the sphere's area."""
@@ -202,6 +216,9 @@ class HybridSDS:
         self.scene.field.to(self.device)
         self.scene.occupancy.to(self.device)
         self.scene.background.to(self.device)
+        # the background of this step's renders: the scene's, or white with probability p_white (_backdrop)
+        self.backdrop = self.scene.background
+        self._white = Background("solid", (1.0, 1.0, 1.0)).to(self.device)
         self.field = self.scene.field
         self.field.dynamic_mode = "off"
         with torch.no_grad():  # the dynamic grid starts at zero: stage 3 begins from the static scene
@@ -239,7 +256,7 @@ class HybridSDS:
     def _draw(self, cameras: Cameras, t: float, generator: torch.Generator):
         settings = RenderSettings(n_samples=self.config.samples_per_ray, stratified=True)
         return render_image(self.field, cameras, t, occupancy=self.scene.occupancy, settings=settings,
-                            background=self.scene.background, generator=generator)
+                            background=self.backdrop, generator=generator)
 
     def render_seeded(self, cameras: Cameras, t: float, generator: torch.Generator, recompute: bool):
         """Camera by camera, each with its stratified jitter from a generator seeded by one draw from
@@ -264,6 +281,17 @@ class HybridSDS:
         return ImageOutput(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
                            torch.cat([p[2].depth.detach() for p in parts]), None,
                            sum(p[2].skipped for p in parts) / len(parts))
+
+    def _backdrop(self, generator: torch.Generator) -> float:
+        """Pick this step's background (:attr:`backdrop`) and return its grey level for the priors.
+
+        With ``p_white`` a step renders over white instead of the scene's solid colour: over black, matter
+        with a black albedo looks like empty space, over white it shows, and a prior that knows both
+        backgrounds then pushes it out (or gives it a colour)."""
+        c = self.config
+        white = c.p_white > 0 and c.background == "solid" and float(torch.rand((), generator=generator)) < c.p_white
+        self.backdrop = self._white if white else self.scene.background
+        return 1.0 if white else float(sum(c.background_color)) / 3
 
     def _regularisers(self, alpha: Tensor) -> dict[str, Tensor]:
         c = self.config
@@ -319,6 +347,7 @@ class HybridSDS:
 
         c = self.config
         plan = self.plan(step, generator)
+        grey = self._backdrop(generator)
         for group in self.optimizer.param_groups:
             if group["name"] == "static_grid":
                 group["lr"] = plan.lr_static
@@ -336,7 +365,7 @@ class HybridSDS:
             out = self.render(cameras, t, generator)
             z = self._latents(mv, out.rgb, (c.native_3d, c.native_3d))
             latents = z[None, :, None]  # [1, V, 1, C, h, w]
-            cond = replace(self.cond["3d"], cameras=prior_cameras(mv, cameras.c2w))
+            cond = replace(self.cond["3d"], cameras=prior_cameras(mv, cameras.c2w), background=grey)
             g = sds_loss(mv, latents, cond.to(self.device), guidance_scale=c.guidance_3d,
                          t_range=t_range(UPDATE_3D, step, c), generator=generator)
             losses["sds_3d"] = g.loss
@@ -348,7 +377,7 @@ class HybridSDS:
             out = self.render(cameras, t, generator)
             z = self._latents(img, out.rgb, (c.native_img, c.native_img))
             latents = z[None, :, None]
-            cond = replace(self.cond["img"], cameras=prior_cameras(img, cameras.c2w))
+            cond = replace(self.cond["img"], cameras=prior_cameras(img, cameras.c2w), background=grey)
             lora_cams = cameras.c2w.reshape(1, 16).to(self.device)
             g = vsd_loss(img, self.priors.lora, latents, cond.to(self.device), lora_cams,
                          guidance_scale=c.guidance_img, t_range=t_range(UPDATE_IMG, step, c), generator=generator)
@@ -365,7 +394,7 @@ class HybridSDS:
             out.alpha = torch.cat([fr.alpha for fr in frames])
             z = self._latents(vid, rgb, tuple(c.native_video))
             latents = z[None, None]  # [1, 1, F, C, h, w]
-            cond = replace(self.cond["vid"], cameras=prior_cameras(vid, cameras.c2w))
+            cond = replace(self.cond["vid"], cameras=prior_cameras(vid, cameras.c2w), background=grey)
             g = sds_loss(vid, latents, cond.to(self.device), guidance_scale=c.guidance_video,
                          t_range=t_range(UPDATE_VID, step, c), generator=generator,
                          noise_sharing=c.video_noise_sharing)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pipelines.fourdfy.config import FourDfyConfig
 from pipelines.fourdfy.hybrid import (
     HybridSDS,
+    background_warnings,
     check_priors,
     initialise_from_scene,
     load_priors,
@@ -48,7 +49,7 @@ def run(inputs: dict[str, str], config: FourDfyConfig, context) -> Iterator:
                          dtype=dtype)
     for denoiser in (priors.multiview, priors.image, priors.video):
         denoiser.encode_checkpointing = config.encode_checkpointing
-    for warning in prompt_warnings(priors, prompt):
+    for warning in prompt_warnings(priors, prompt) + background_warnings(config, priors):
         yield Log(warning, level="warning")
     hybrid = HybridSDS(prompt, config, priors, device=device, seed=context.seed)
     start = 0

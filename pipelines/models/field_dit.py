@@ -15,6 +15,9 @@ conditioning view) or is being denoised. Every latent pixel becomes one token wh
   before the rays are computed (so the rays alone say where an orbiting or walking object is, as MVDream's
   cameras are relative to the object's front) and its embedding says where the world, and its light, lie.
   Text roles give heading 0 (the canonical pose); image roles leave it unknown (the reference shows it).
+- optionally (``arch.background``) the grey level of the background behind the subject (0 black, 1 white).
+  The world renders over black, where matter with a black albedo looks like empty space, so a score
+  distilled through a black-only prior neither keeps nor removes it; a prior that also knows white shows it.
 
 So one network denoises a single image (N = 1), V views of one time, F frames of one camera, or a V x F
 block. Tokens of all views attend to one another jointly (T1 Sec. 3.1 attends within a view and leaves the
@@ -60,6 +63,7 @@ class FieldPriorArch:
     fovy: float = 40.0          # the dataset rig's field of view, used when a caller gives no intrinsics
     distance: float = 2.7       # the dataset rig's camera distance, for default orbit cameras
     heading: bool = False       # condition on the object's heading (see the module docstring)
+    background: bool = False    # condition on the background's grey level (see the module docstring)
 
     @property
     def latent_channels(self) -> int:
@@ -201,6 +205,12 @@ class FieldDiT(nn.Module):
             self.heading_cond = nn.Linear(2 * HEADING_BANDS, W)
             self.heading_unknown = nn.Parameter(torch.zeros(2, W))
             zero += [self.heading_token, self.heading_cond]
+        if arch.background:
+            # (b, 1 - b) of the grey level b, into every token and the adaLN condition; zero at the start, so
+            # a model grown from one trained on black alone begins as that model's function.
+            self.background_token = nn.Linear(2, W)
+            self.background_cond = nn.Linear(2, W)
+            zero += [self.background_token, self.background_cond]
         for layer in zero:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -211,12 +221,13 @@ class FieldDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, level: torch.Tensor, text: torch.Tensor, c2w: torch.Tensor,
                 K: torch.Tensor, times: torch.Tensor, clean: torch.Tensor,
-                heading: torch.Tensor | None = None) -> torch.Tensor:
+                heading: torch.Tensor | None = None, background: torch.Tensor | None = None) -> torch.Tensor:
         """Raw prediction [B, N, C, h, w] for view sets x [B, N, C, h, w].
 
         level [B] noise timesteps; text [B, L, Dt] prompt features; c2w [B, N, 4, 4]; K [B, N, 3, 3];
         times [B, N]; clean [B, N] bool (views given clean as conditioning); heading [B] radians, NaN (or
-        None for all) = unknown; a model without ``arch.heading`` ignores it.
+        None for all) = unknown; a model without ``arch.heading`` ignores it. background [B] the grey level behind
+        the subject (0 black, the default; 1 white); a model without ``arch.background`` ignores it.
         """
         B, N, C, h, w = x.shape
         a = self.arch
@@ -247,6 +258,12 @@ class FieldDiT(nn.Module):
             on = known[:, None].to(x.dtype)
             tokens = tokens + (on * self.heading_token(feats) + (1 - on) * self.heading_unknown[0])[:, None]
             c = c + on * self.heading_cond(feats) + (1 - on) * self.heading_unknown[1]
+        if a.background:
+            grey = torch.zeros(B, device=x.device, dtype=x.dtype) if background is None else \
+                background.to(x.device, x.dtype).reshape(-1).expand(B)
+            feats = torch.stack([grey, 1 - grey], -1)
+            tokens = tokens + self.background_token(feats)[:, None]
+            c = c + self.background_cond(feats)
         for block in self.blocks:
             tokens = block(tokens, c, text)
         shift, scale = self.final_ada(F.silu(c)).chunk(2, -1)

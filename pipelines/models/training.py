@@ -63,6 +63,10 @@ class TrainPriorConfig(Config):
     # image shows it, and a pipeline that has an image knows no heading).
     heading: bool = False
     p_drop_heading: float = 0.2
+    # Condition on the background's grey level (FieldPriorArch.background): each item is composited over white
+    # with probability p_white (its alpha from the world's renders), over black otherwise, and told which.
+    background: bool = False
+    p_white: float = 0.5
     # data: the first ``train_size`` scenes of the world's train split, rendered as 4 x 4 matrices
     train_size: int = 1536
     held_out: int = 24          # shape/colour/motion combinations never trained on (for the evaluation)
@@ -99,7 +103,7 @@ class TrainPriorConfig(Config):
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("p_uncond", "p_uncond_image", "p_drop_image", "p_drop_heading", "shared_noise"):
+        for name in ("p_uncond", "p_uncond_image", "p_drop_image", "p_drop_heading", "shared_noise", "p_white"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"config key '{name}' is a probability and must lie in [0, 1].")
         for name in ("steps", "batch", "image_batch", "train_size", "width", "depth", "heads"):
@@ -111,7 +115,7 @@ class TrainPriorConfig(Config):
     def arch(self, vocab_size: int) -> FieldPriorArch:
         return FieldPriorArch(self.resolution, self.downsample, self.width, self.depth, self.heads, self.text_width,
                               self.text_layers, self.text_length, vocab_size, self.cross_attention,
-                              heading=self.heading)
+                              heading=self.heading, background=self.background)
 
 
 def held_out_combinations(n: int, seed: int = 1234) -> list[tuple[str, str, str]]:
@@ -124,14 +128,16 @@ def held_out_combinations(n: int, seed: int = 1234) -> list[tuple[str, str, str]
 
 @dataclass
 class WorldTensors:
-    """The training scenes in memory: rgb uint8 [S, V, F, H, W, 3], c2w [S, V, 4, 4], K [S, V, 3, 3],
-    times [S, F], specs (for fresh caption phrasings every step)."""
+    """The training scenes in memory: rgb uint8 [S, V, F, H, W, 3] (premultiplied: over black), c2w
+    [S, V, 4, 4], K [S, V, 3, 3], times [S, F], specs (for fresh caption phrasings every step) and, when
+    loaded for a background-conditioned model, alpha uint8 [S, V, F, H, W, 1]."""
 
     rgb: torch.Tensor
     c2w: torch.Tensor
     K: torch.Tensor
     times: torch.Tensor
     specs: list
+    alpha: torch.Tensor | None = None
 
 
 def load_world(config: TrainPriorConfig, log: Callable[[str], None] = print) -> WorldTensors:
@@ -147,7 +153,7 @@ def load_world(config: TrainPriorConfig, log: Callable[[str], None] = print) -> 
     if built:
         log(f"rendered {built} world shards in {time.perf_counter() - t0:.0f} s")
     skip = set(held_out_combinations(config.held_out))
-    rgb, c2w, K, times, specs = [], [], [], [], []
+    rgb, c2w, K, times, specs, alpha = [], [], [], [], [], []
     for shard in range(data.num_shards):
         arrays = data._shard(shard)
         for row, seed in enumerate(arrays["seeds"]):
@@ -155,17 +161,26 @@ def load_world(config: TrainPriorConfig, log: Callable[[str], None] = print) -> 
             if (spec.shape, spec.colour, spec.motion) in skip:
                 continue
             rgb.append(arrays["rgb"][row])
+            if config.background:
+                alpha.append(arrays["alpha"][row])
             c2w.append(arrays["c2w"][row])
             K.append(arrays["K"][row])
             times.append(arrays["times"][row])
             specs.append(spec)
     return WorldTensors(torch.from_numpy(np.stack(rgb)), torch.from_numpy(np.stack(c2w)),
-                        torch.from_numpy(np.stack(K)), torch.from_numpy(np.stack(times)), specs)
+                        torch.from_numpy(np.stack(K)), torch.from_numpy(np.stack(times)), specs,
+                        torch.from_numpy(np.stack(alpha)) if alpha else None)
 
 
-def _latents(rgb_u8: torch.Tensor, downsample: int) -> torch.Tensor:
-    """uint8 [..., H, W, 3] -> latents [..., C, h, w]."""
-    return images_to_latents(rgb_u8.float().div(255).movedim(-1, -3), downsample)
+def _latents(rgb_u8: torch.Tensor, downsample: int, alpha_u8: torch.Tensor | None = None,
+             grey: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [..., H, W, 3] (over black) -> latents [..., C, h, w]; with ``alpha_u8`` [..., H, W, 1] and
+    ``grey`` [B] (one level per leading item) composited over that grey instead."""
+    rgb = rgb_u8.float().div(255)
+    if grey is not None:
+        level = grey.view(-1, *([1] * (rgb.dim() - 1)))
+        rgb = rgb + level * (1 - alpha_u8.float().div(255))
+    return images_to_latents(rgb.movedim(-1, -3), downsample)
 
 
 def motion_weight_table(text: str) -> dict[str, float]:
@@ -199,7 +214,8 @@ def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptT
 
     Returns ``sets`` (4-view items) and ``images`` (single views), each a dict with x0 [B, N, C, h, w],
     c2w [B, N, 4, 4], K [B, N, 3, 3], times [B, N], clean [B, N], ids [B, L], roles, and with
-    ``config.heading`` also heading [B] (radians, NaN = unknown).
+    ``config.heading`` also heading [B] (radians, NaN = unknown), with ``config.background`` also background
+    [B] (the grey level each item is composited over).
     """
     rng = np.random.default_rng([config.seed, step, 7] + ([rank] if rank else []))
     S = world.rgb.shape[0]
@@ -219,7 +235,11 @@ def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptT
         vv = torch.tensor([e[1] for e in entries])             # [B, N] view indices
         ff = torch.tensor([e[2] for e in entries])             # [B, N] frame indices
         rows = idx[:, None].expand_as(vv)
-        x0 = _latents(world.rgb[rows, vv, ff], config.downsample)
+        grey = None
+        if config.background:
+            grey = torch.tensor([float(rng.random() < config.p_white) for _ in entries])
+        x0 = _latents(world.rgb[rows, vv, ff], config.downsample,
+                      None if grey is None else world.alpha[rows, vv, ff], grey)
         clean = torch.tensor([e[3] for e in entries], dtype=torch.bool)
         ids = tokenizer.encode([caption(e[0], role) for e, role in zip(entries, roles)])
         # consecutive entries that show one view at two times: where the temporal-difference loss looks
@@ -231,6 +251,8 @@ def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptT
                 math.radians(world.specs[e[0]].yaw)
                 if not role.startswith("image-to") and rng.random() >= config.p_drop_heading else math.nan
                 for e, role in zip(entries, roles)])
+        if grey is not None:
+            part["background"] = grey
         return part
 
     sets, roles = [], []
@@ -274,9 +296,10 @@ def diffusion_loss(model: FieldDiT, part: dict, schedule, shared_noise: float, g
     clean = part["clean"].to(device)
     x_t = torch.where(clean[:, :, None, None, None], x0, alpha * x0 + sigma * eps)
     text = model.encode_text(part["ids"].to(device))
-    heading = part.get("heading")
+    heading, background = part.get("heading"), part.get("background")
     out = model(x_t, level.to(device), text, part["c2w"].to(device), part["K"].to(device),
-                part["times"].to(device), clean, None if heading is None else heading.to(device))
+                part["times"].to(device), clean, None if heading is None else heading.to(device),
+                None if background is None else background.to(device))
     target = alpha * eps - sigma * x0
     weight = (~clean).float()[:, :, None, None, None]
     error = out - target
@@ -478,7 +501,7 @@ def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: di
     """Model and EMA weights from an exported prior ``folder`` whose architecture is ``config``'s, or the same
     with fewer blocks: a deeper model keeps the exported blocks first and its extra blocks start as the identity
     (adaLN-Zero gates and the cross-attention output at zero), so it begins as the exported model's function;
-    likewise a model with ``heading`` grown from one without.
+    likewise a model with ``heading`` or ``background`` grown from one without.
     Returns how it started (one sentence)."""
     from safetensors.torch import load_file
 
@@ -487,15 +510,15 @@ def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: di
                                 "and config.json).")
     saved = json.loads((folder / "config.json").read_text()).get("arch", {})
     wanted = config.arch(model.arch.vocab_size).to_dict()
-    add_heading = wanted["heading"] and not saved.get("heading", False)
-    changed = [k for k in wanted if k in saved and saved[k] != wanted[k] and not (k == "heading" and add_heading)]
+    added = [k for k in ("heading", "background") if wanted[k] and not saved.get(k, False)]
+    changed = [k for k in wanted if k in saved and saved[k] != wanted[k] and k not in added]
     grow = changed == ["depth"] and saved["depth"] < wanted["depth"]
     if changed and not grow:
         raise ValueError(f"init_from '{folder}' has a different architecture ({', '.join(changed)}); "
                          "set the same sizes (or a larger depth) or start from random weights.")
     tensors = {k: v.float() for k, v in load_file(folder / "model.safetensors").items()}
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    new = ("blocks.",) * grow + ("heading_",) * add_heading
+    new = ("blocks.",) * grow + tuple(k + "_" for k in added)
     if unexpected or any(not k.startswith(new) for k in missing):
         raise ValueError(f"init_from '{folder}' does not match the model's layers.")
     for k, v in model.state_dict().items():
@@ -503,8 +526,8 @@ def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: di
     how = f"started from the weights in {folder}"
     if grow:
         how += f", grown from {saved['depth']} to {wanted['depth']} blocks (the new blocks start as the identity)"
-    if add_heading:
-        how += ", with a new heading input (it starts at zero)"
+    for k in added:
+        how += f", with a new {k} input (it starts at zero)"
     return how
 
 
@@ -514,7 +537,7 @@ def _restore(out_dir: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict
     state = json.loads((out_dir / "state.json").read_text())
     saved = config_from_dict(TrainPriorConfig, state["config"])
     arch_keys = ("resolution", "downsample", "width", "depth", "heads", "text_width", "text_layers", "text_length",
-                 "heading")
+                 "heading", "background")
     changed = [k for k in arch_keys if getattr(saved, k) != getattr(config, k)]
     if changed:
         raise ValueError(f"{out_dir} holds a run with a different architecture ({', '.join(changed)}); "

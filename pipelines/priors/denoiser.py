@@ -22,7 +22,8 @@ class Conditioning:
     text [B, L, D] token embeddings; image_embeds [B, 1, D] CLIP image embedding; image_latents [B, C, h, w]
     VAE latent of the conditioning image (unscaled, as SVD concatenates it); cameras [B, V, 16] flattened
     camera-to-world matrices (MVDream, the VSD LoRA); elevations / azimuths [B, V] radians (SV3D);
-    fps, motion_bucket_id, noise_aug: the SVD micro-conditioning scalars.
+    fps, motion_bucket_id, noise_aug: the SVD micro-conditioning scalars; background: the grey level behind the
+    subject (0 black, 1 white), which a prior trained on both is told (the in-house one) and others ignore.
     """
 
     text: torch.Tensor | None = None
@@ -34,6 +35,7 @@ class Conditioning:
     fps: float = 7.0
     motion_bucket_id: float = 127.0
     noise_aug: float = 0.02
+    background: float = 0.0
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)

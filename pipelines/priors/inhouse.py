@@ -15,6 +15,8 @@ spread in azimuth); frame f of F has time f / F. For the image roles, view/frame
 by the clean reference as a conditioning view, and its prediction is the one whose x0 is the reference.
 A prior trained with a heading input (``arch.heading``) is given heading 0 in the text roles and none in
 the image roles (:attr:`FieldPrior.heading`).
+A prior trained with a background input (``arch.background``) is told ``Conditioning.background`` (the grey
+level behind the subject; 0, black, is what the world renders and the default).
 The weights load from an explicit path, ``<models_dir>/<name>``, or the checkpoint bundled in ``assets``.
 """
 
@@ -110,7 +112,8 @@ class FieldPrior(Denoiser):
             with torch.no_grad():
                 self._empty = self.model.encode_text(self.tokenizer.encode([""]).to(self.device))
         neg = self._empty.to(cond.text).expand(cond.text.shape[0], -1, -1) if cond.text is not None else None
-        return Conditioning(text=neg, image_latents=cond.image_latents, cameras=cond.cameras)
+        return Conditioning(text=neg, image_latents=cond.image_latents, cameras=cond.cameras,
+                            background=cond.background)
 
     # ------------------------------------------------------------------------------------------ network
     def _view_coordinates(self, cond: Conditioning, b: int, v: int, f: int, device) -> tuple:
@@ -144,7 +147,8 @@ class FieldPrior(Denoiser):
             x = torch.cat([ref[:, None], x[:, 1:]], 1)
             clean[:, 0] = True
         heading = torch.full((b,), math.nan if self.heading is None else self.heading, device=x_t.device)
-        out = self.model(x, level.to(x_t.device), text.to(x_t), c2w, K, times, clean, heading)
+        background = torch.full((b,), float(cond.background), device=x_t.device)
+        out = self.model(x, level.to(x_t.device), text.to(x_t), c2w, K, times, clean, heading, background)
         if reference is not None:
             alpha, sigma = self.schedule.alpha_sigma(level)
             x0_pred = ref
