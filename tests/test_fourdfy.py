@@ -405,16 +405,16 @@ def test_dark_matter_loss_empties_density_only_where_it_shows_no_colour(models_e
 
 def test_white_steps_render_over_white_and_tell_the_priors(models_env):
     """p_white: a step renders over white instead of the scene's black with that chance, and every prior the
-    step asks is told the background it sees (Conditioning.background)."""
+    step asks is told the background it sees (Conditioning.background); video updates only with white_video."""
     from pipelines.fourdfy.hybrid import HybridSDS, background_warnings, load_priors, multiview_cameras, prior_names
 
-    def run(p_white: float, steps: int = 8) -> tuple[HybridSDS, list[float]]:
-        config = tiny_config(p_white=p_white)
+    def run(steps: int = 8, **changes) -> tuple[HybridSDS, dict[str, set]]:
+        config = tiny_config(**changes)
         priors = load_priors(prior_names(config), torch.device("cpu"), config.lora_rank)
-        seen = []
+        seen: dict[str, set] = {}
         for prior in {id(d): d for d in (priors.multiview, priors.image, priors.video)}.values():
-            def spy(x_t, level, cond, real=prior.forward):
-                seen.append(cond.background)
+            def spy(x_t, level, cond, real=prior.forward, name=prior.name):
+                seen.setdefault(name, set()).add(cond.background)
                 return real(x_t, level, cond)
             prior.forward = spy
         hybrid = HybridSDS("a red ball", config, priors)
@@ -423,16 +423,19 @@ def test_white_steps_render_over_white_and_tell_the_priors(models_env):
             hybrid.step(step, generator)
         return hybrid, seen
 
-    hybrid, seen = run(1.0)
-    assert seen and set(seen) == {1.0}
+    video = tiny_config().prior_video
+    hybrid, seen = run(16, p_white=1.0, white_video=True)
+    assert video in seen and all(levels == {1.0} for levels in seen.values())
+    hybrid, seen = run(16, p_white=1.0)
+    assert seen.pop(video) == {0.0} and seen and all(levels == {1.0} for levels in seen.values())
     generator = torch.Generator().manual_seed(1)
     assert hybrid._backdrop(generator) == 1.0
     out = hybrid.render(multiview_cameras(hybrid.config, 16, generator), 0.0, generator)
     empty = out.alpha[..., 0] < 0.01
     assert empty.any() and torch.allclose(out.rgb[empty], torch.ones(3), atol=0.02)
-    assert set(run(0.5)[1]) == {0.0, 1.0}
-    hybrid, seen = run(0.0, 4)
-    assert set(seen) == {0.0} and hybrid.backdrop is hybrid.scene.background
+    assert set().union(*run(p_white=0.5)[1].values()) == {0.0, 1.0}
+    hybrid, seen = run(4, p_white=0.0)
+    assert set().union(*seen.values()) == {0.0} and hybrid.backdrop is hybrid.scene.background
     # the tiny priors learned black only: a run that asks for white steps is told so, naming them
     warning = background_warnings(hybrid.config.replace(p_white=0.5), hybrid.priors)
     assert len(warning) == 1 and "inhouse-t2mv" in warning[0] and "black backgrounds only" in warning[0]

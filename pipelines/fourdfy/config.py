@@ -188,6 +188,8 @@ class FourDfyConfig(Config):
     p_white: float = field(default=0.0, metadata={
         "help": "chance that a step renders over white instead of the solid background and tells the priors so "
                 "(Conditioning.background): black matter shows there; needs a prior trained on both"})
+    white_video: bool = field(default=False, metadata={
+        "help": "let p_white apply to the video updates too (off: they stay on the solid background)"})
     motion_strength: float = field(default=1.0, metadata={
         "help": "scales the motion part of the video SDS gradient, its change between frames (0 = no motion)"})
     init_scene: str = field(default="", metadata={

@@ -282,14 +282,15 @@ class HybridSDS:
                            torch.cat([p[2].depth.detach() for p in parts]), None,
                            sum(p[2].skipped for p in parts) / len(parts))
 
-    def _backdrop(self, generator: torch.Generator) -> float:
+    def _backdrop(self, generator: torch.Generator, video: bool = False) -> float:
         """Pick this step's background (:attr:`backdrop`) and return its grey level for the priors.
 
         With ``p_white`` a step renders over white instead of the scene's solid colour: over black, matter
         with a black albedo looks like empty space, over white it shows, and a prior that knows both
-        backgrounds then pushes it out (or gives it a colour)."""
+        backgrounds then pushes it out (or gives it a colour). Video updates do so only with ``white_video``."""
         c = self.config
-        white = c.p_white > 0 and c.background == "solid" and float(torch.rand((), generator=generator)) < c.p_white
+        white = (c.p_white > 0 and c.background == "solid" and (c.white_video or not video)
+                 and float(torch.rand((), generator=generator)) < c.p_white)
         self.backdrop = self._white if white else self.scene.background
         return 1.0 if white else float(sum(c.background_color)) / 3
 
@@ -347,7 +348,7 @@ class HybridSDS:
 
         c = self.config
         plan = self.plan(step, generator)
-        grey = self._backdrop(generator)
+        grey = self._backdrop(generator, video=plan.update == UPDATE_VID)
         for group in self.optimizer.param_groups:
             if group["name"] == "static_grid":
                 group["lr"] = plan.lr_static
