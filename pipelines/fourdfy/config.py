@@ -110,6 +110,13 @@ _PREVIEW = {
     # 16.73 -> 16.48 dB, colour 1.00 -> 0.94, motion 0.75 -> 0.69; smoke 14.42 -> 14.02 dB, IoU 0.493 -> 0.391,
     # the spinning torus read as a cone. The spheres lost opacity too: their shells are soft, and the black core
     # is much of what made them opaque. At 1, 10 or 100 the core stays. So it stays off here.
+    # p_white (sitting 28) renders a share of the steps over white for a prior that knows both backgrounds; the
+    # bundled one knows black alone, so it stays 0. With the bundle fine-tuned 10000 steps with background=true
+    # (half its items over white; not bundled, see its model card), on the standard suite (16 cases): that
+    # model alone 16.58 dB / IoU 0.593, shape 8/16, motion 11/16; with p_white 0.3 (video updates on black)
+    # 16.26 / 0.581, shape 11/16, motion 8/16 (the bundle here: 16.73 / 0.601, 11/16, 12/16). The black cores
+    # are gone and the objects are opaque, but the core is painted the object's colour instead of removed
+    # (the tori read as drums), the balls grow past the truth and still objects read as spinning.
     # Motion (sitting 25; frame-to-frame change of the result at one camera, 8 times, against the truth's): with
     # the paper's rates the ball moved (0.075 against 0.059), the torus and the walker hardly (0.005 / 0.004
     # against 0.021 / 0.017), although the prior's own clips of them move (0.035 / 0.036 at 32 px) and a field
