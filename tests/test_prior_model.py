@@ -88,19 +88,26 @@ def test_tokens_see_their_coordinates(tiny_folder):
     assert not torch.allclose(frames.reshape(a.shape), a)
 
 
-def test_a_heading_model_sees_the_heading_and_the_roles_choose_it(tmp_path):
-    """arch.heading: a heading changes the prediction, NaN is "unknown", a model without the input ignores
-    it; the text roles ask for heading 0 (the canonical pose) and the image roles for none."""
-    torch.manual_seed(1)
+def small_model_and_inputs(batch: int, seed: int, **arch_changes):
+    """A 16 px FieldDiT with ``arch_changes`` and weights moved off their zero init, and the inputs of a
+    ``batch`` of 2-view sets at one noise level: (arch, model, x, args after x)."""
+    torch.manual_seed(seed)
     arch = FieldPriorArch(resolution=16, downsample=4, width=32, depth=1, heads=2, text_width=32, text_layers=1,
-                          vocab_size=PromptTokenizer().vocab_size, heading=True)
+                          vocab_size=PromptTokenizer().vocab_size, **arch_changes)
     model = FieldDiT(arch).eval()
     for p in model.parameters():
         p.data.add_(0.05 * torch.randn_like(p))
-    x = torch.randn(3, 2, 48, 4, 4)
-    args = (torch.tensor([300.0] * 3), model.encode_text(PromptTokenizer().encode(["a red ball"] * 3)),
-            default_cameras(2, arch)[0].expand(3, -1, -1, -1), default_cameras(2, arch)[1].expand(3, -1, -1, -1),
-            torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bool))
+    c2w, K = default_cameras(2, arch)
+    args = (torch.tensor([300.0] * batch), model.encode_text(PromptTokenizer().encode(["a red ball"] * batch)),
+            c2w.expand(batch, -1, -1, -1), K.expand(batch, -1, -1, -1), torch.zeros(batch, 2),
+            torch.zeros(batch, 2, dtype=torch.bool))
+    return arch, model, torch.randn(batch, 2, 48, 4, 4), args
+
+
+def test_a_heading_model_sees_the_heading_and_the_roles_choose_it(tmp_path):
+    """arch.heading: a heading changes the prediction, NaN is "unknown", a model without the input ignores
+    it; the text roles ask for heading 0 (the canonical pose) and the image roles for none."""
+    arch, model, x, args = small_model_and_inputs(3, seed=1, heading=True)
     nan = float("nan")
     with torch.no_grad():
         out = model(x, *args, torch.tensor([0.0, 1.0, nan]))
@@ -130,16 +137,8 @@ def test_a_background_model_is_told_the_background_through_the_conditioning(tmp_
     prior role reads it from Conditioning.background, guided and unguided alike."""
     from dataclasses import replace
 
-    torch.manual_seed(2)
-    arch = FieldPriorArch(resolution=16, downsample=4, width=32, depth=1, heads=2, text_width=32, text_layers=1,
-                          vocab_size=PromptTokenizer().vocab_size, background=True)
-    model = FieldDiT(arch).eval()
-    for p in model.parameters():
-        p.data.add_(0.05 * torch.randn_like(p))
-    x = torch.randn(2, 2, 48, 4, 4)
-    args = (torch.tensor([300.0] * 2), model.encode_text(PromptTokenizer().encode(["a red ball"] * 2)),
-            default_cameras(2, arch)[0].expand(2, -1, -1, -1), default_cameras(2, arch)[1].expand(2, -1, -1, -1),
-            torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.bool), None)
+    arch, model, x, args = small_model_and_inputs(2, seed=2, background=True)
+    args = (*args, None)  # no heading input
     with torch.no_grad():
         out = model(x, *args, torch.tensor([0.0, 1.0]))
         assert torch.allclose(model(x, *args), model(x, *args, torch.zeros(2)))  # None is black

@@ -37,6 +37,23 @@ def scene_of(world, latent, downsample: int) -> int:
                 if (_latents(world.rgb[i].flatten(0, 1), downsample) == latent).all(dim=(1, 2, 3)).any())
 
 
+def grown_and_plain(world, tmp_path, config: TrainPriorConfig, input_name: str):
+    """A tiny exported prior started from twice: as it is, and grown with the new input ``input_name`` (checked
+    to be announced). Returns both as text-to-multiview priors and a two-prompt conditioning."""
+    from pipelines.models.training import export_prior
+    from pipelines.priors.inhouse import FieldPrior
+
+    train_prior(config, tmp_path / "first", world=world)
+    exported = export_prior(tmp_path / "first", tmp_path / "exported")
+    plain = train_prior(config.replace(init_from=str(exported)), tmp_path / "plain", world=world, stop_after=0)
+    lines = []
+    grown = train_prior(config.replace(init_from=str(exported), **{input_name: True}), tmp_path / "grown",
+                        world=world, stop_after=0, log=lines.append)
+    assert any(f"new {input_name} input" in line for line in lines)
+    want, got = (FieldPrior(run["model"].eval(), "text-to-multiview", "inhouse-t2mv") for run in (plain, grown))
+    return want, got, want.encode_prompt(["a red ball bouncing", "a blue cube"])
+
+
 def test_batches_mix_roles_and_are_deterministic(world):
     config = TrainPriorConfig.preset("tiny").replace(batch=12)
     tok = PromptTokenizer(config.text_length)
@@ -179,8 +196,6 @@ def test_a_heading_run_gets_the_scene_yaw_and_starts_as_the_exported_model(world
     roles never do; a heading model grown from one without predicts what the exported one does."""
     import math
 
-    from pipelines.models.training import export_prior
-    from pipelines.priors.inhouse import FieldPrior
 
     config = TrainPriorConfig.preset("tiny").replace(steps=3, batch=16)
     tok = PromptTokenizer(config.text_length)
@@ -198,15 +213,7 @@ def test_a_heading_run_gets_the_scene_yaw_and_starts_as_the_exported_model(world
     dropped = make_batch(world, config.replace(heading=True, p_drop_heading=1.0), tok, 0)
     assert dropped["sets"]["heading"].isnan().all() and dropped["images"]["heading"].isnan().all()
 
-    train_prior(config, tmp_path / "first", world=world)
-    exported = export_prior(tmp_path / "first", tmp_path / "exported")
-    plain = train_prior(config.replace(init_from=str(exported)), tmp_path / "plain", world=world, stop_after=0)
-    lines = []
-    grown = train_prior(config.replace(init_from=str(exported), heading=True), tmp_path / "grown", world=world,
-                        stop_after=0, log=lines.append)
-    assert any("new heading input" in line for line in lines)
-    want, got = (FieldPrior(run["model"].eval(), "text-to-multiview", "inhouse-t2mv") for run in (plain, grown))
-    cond = want.encode_prompt(["a red ball bouncing", "a blue cube"])
+    want, got, cond = grown_and_plain(world, tmp_path, config, "heading")
     x = torch.randn(2, 3, 1, want.latent_channels, 4, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(got(x, torch.tensor([100.0, 700.0]), cond), want(x, torch.tensor([100.0, 700.0]), cond),
@@ -223,8 +230,6 @@ def test_a_background_run_composites_over_white_and_starts_as_the_exported_model
     from dataclasses import replace
 
     from pipelines.models.field_dit import latents_to_images
-    from pipelines.models.training import export_prior
-    from pipelines.priors.inhouse import FieldPrior
 
     config = TrainPriorConfig.preset("tiny").replace(steps=3, batch=16)
     tok = PromptTokenizer(config.text_length)
@@ -241,15 +246,7 @@ def test_a_background_run_composites_over_white_and_starts_as_the_exported_model
         if p_white == 0.0:
             assert torch.equal(every["sets"]["x0"], make_batch(world, config, tok, 0)["sets"]["x0"])
 
-    train_prior(config, tmp_path / "first", world=world)
-    exported = export_prior(tmp_path / "first", tmp_path / "exported")
-    plain = train_prior(config.replace(init_from=str(exported)), tmp_path / "plain", world=world, stop_after=0)
-    lines = []
-    grown = train_prior(config.replace(init_from=str(exported), background=True), tmp_path / "grown", world=world,
-                        stop_after=0, log=lines.append)
-    assert any("new background input" in line for line in lines)
-    want, got = (FieldPrior(run["model"].eval(), "text-to-multiview", "inhouse-t2mv") for run in (plain, grown))
-    cond = want.encode_prompt(["a red ball bouncing", "a blue cube"])
+    want, got, cond = grown_and_plain(world, tmp_path, config, "background")
     x = torch.randn(2, 3, 1, want.latent_channels, 4, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for grey in (0.0, 1.0):
