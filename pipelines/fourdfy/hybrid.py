@@ -173,8 +173,10 @@ def background_warnings(config: FourDfyConfig, priors: Priors) -> list[str]:
     blind = [d.name for d in dict.fromkeys((priors.multiview, priors.image, priors.video))
              if getattr(getattr(d, "arch", None), "background", True) is False]
     if blind:
-        return [f"p_white renders some steps over white, but {', '.join(blind)} learned black backgrounds only; "
-                "its guidance there is off its training data (use a prior trained with background=true)."]
+        whose = "their" if len(blind) > 1 else "its"
+        return [f"p_white renders some steps over white, but {', '.join(blind)} learned black backgrounds only, "
+                f"so {whose} guidance there is off {whose} training data (use a prior trained with "
+                "background=true)."]
     return []
 
 
