@@ -116,7 +116,9 @@ _PREVIEW = {
     # model alone 16.58 dB / IoU 0.593, shape 8/16, motion 11/16; with p_white 0.3 (video updates on black)
     # 16.26 / 0.581, shape 11/16, motion 8/16 (the bundle here: 16.73 / 0.601, 11/16, 12/16). The black cores
     # are gone and the objects are opaque, but the core is painted the object's colour instead of removed
-    # (the tori read as drums), the balls grow past the truth and still objects read as spinning.
+    # (the tori read as drums), the balls grow past the truth and still objects read as spinning. White steps in
+    # stages 1-2 only: 16.55 / 0.583, shape 9/16, motion 8/16; the still objects still read as spinning, so it
+    # is the shape made over white, not stage 3's white steps, that costs the motion.
     # Motion (sitting 25; frame-to-frame change of the result at one camera, 8 times, against the truth's): with
     # the paper's rates the ball moved (0.075 against 0.059), the torus and the walker hardly (0.005 / 0.004
     # against 0.021 / 0.017), although the prior's own clips of them move (0.035 / 0.036 at 32 px) and a field
