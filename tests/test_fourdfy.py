@@ -429,7 +429,7 @@ def test_white_steps_render_over_white_and_tell_the_priors(models_env):
     hybrid, seen = run(16, p_white=1.0)
     assert seen.pop(video) == {0.0} and seen and all(levels == {1.0} for levels in seen.values())
     generator = torch.Generator().manual_seed(1)
-    assert hybrid._backdrop(generator) == 1.0
+    assert hybrid._pick_backdrop(generator) == 1.0
     out = hybrid.render(multiview_cameras(hybrid.config, 16, generator), 0.0, generator)
     empty = out.alpha[..., 0] < 0.01
     assert empty.any() and torch.allclose(out.rgb[empty], torch.ones(3), atol=0.02)

@@ -218,7 +218,7 @@ class HybridSDS:
         self.scene.field.to(self.device)
         self.scene.occupancy.to(self.device)
         self.scene.background.to(self.device)
-        # the background of this step's renders: the scene's, or white with probability p_white (_backdrop)
+        # the background of this step's renders: the scene's, or white with probability p_white (_pick_backdrop)
         self.backdrop = self.scene.background
         self._white = Background("solid", (1.0, 1.0, 1.0)).to(self.device)
         self.field = self.scene.field
@@ -284,7 +284,7 @@ class HybridSDS:
                            torch.cat([p[2].depth.detach() for p in parts]), None,
                            sum(p[2].skipped for p in parts) / len(parts))
 
-    def _backdrop(self, generator: torch.Generator, video: bool = False) -> float:
+    def _pick_backdrop(self, generator: torch.Generator, video: bool = False) -> float:
         """Pick this step's background (:attr:`backdrop`) and return its grey level for the priors.
 
         With ``p_white`` a step renders over white instead of the scene's solid colour: over black, matter
@@ -350,7 +350,7 @@ class HybridSDS:
 
         c = self.config
         plan = self.plan(step, generator)
-        grey = self._backdrop(generator, video=plan.update == UPDATE_VID)
+        grey = self._pick_backdrop(generator, video=plan.update == UPDATE_VID)
         for group in self.optimizer.param_groups:
             if group["name"] == "static_grid":
                 group["lr"] = plan.lr_static
