@@ -160,6 +160,58 @@ def test_a_background_model_is_told_the_background_through_the_conditioning(tmp_
                                   prior.predict(xs, level, cond, guidance_scale=3.0).x0)
 
 
+def test_a_self_conditioning_model_reads_its_estimate_and_the_sampler_hands_it_on(tmp_path):
+    """arch.self_condition: an estimate changes the prediction, None is no estimate (zeros), a model without the
+    input ignores it; the prior role reads Conditioning.estimate (zeroed on a clean reference view), and
+    :func:`sample` gives each step the previous step's x0."""
+    from dataclasses import replace
+
+    from pipelines.priors.inhouse import FieldPrior, sample
+
+    arch, model, x, args = small_model_and_inputs(2, seed=3, self_condition=True)
+    args = (*args, None, None)  # no heading, no background
+    estimate = torch.randn_like(x)
+    with torch.no_grad():
+        out = model(x, *args, estimate)
+        assert torch.allclose(model(x, *args), model(x, *args, torch.zeros_like(x)), atol=1e-6)
+        assert not torch.allclose(out, model(x, *args), atol=1e-3)
+        plain = FieldDiT(FieldPriorArch(**{**arch.to_dict(), "self_condition": False}))
+        assert torch.equal(plain(x, *args, estimate), plain(x, *args))
+    folder = tmp_path / "prior"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"arch": arch.to_dict()}))
+    prior = load_prior("inhouse-t2mv", folder)
+    cond = prior.encode_prompt(["a red ball"])
+    xs, level = torch.randn(1, 2, 1, 48, 4, 4), torch.tensor([300.0])
+    with torch.no_grad():
+        told = replace(cond, estimate=torch.randn_like(xs))
+        assert not torch.allclose(prior.predict(xs, level, told, guidance_scale=3.0).x0,
+                                  prior.predict(xs, level, cond, guidance_scale=3.0).x0)
+        # a clean reference view (image roles) is never given an estimate of itself
+        orbit = load_prior("inhouse-i2orbit", folder)
+        ref = orbit.encode_image_condition(torch.rand(1, 3, 16, 16), "a red ball")
+        a = orbit(xs, level, replace(ref, estimate=torch.cat([torch.randn_like(xs[:, :1]), xs[:, 1:]], 1)))
+        b = orbit(xs, level, replace(ref, estimate=torch.cat([torch.zeros_like(xs[:, :1]), xs[:, 1:]], 1)))
+        assert torch.allclose(a, b, atol=1e-6)
+
+    seen = []
+
+    class Recording(FieldPrior):
+        def predict(self, x_t, level, cond, guidance_scale=1.0, uncond=None):
+            pred = super().predict(x_t, level, cond, guidance_scale, uncond)
+            seen.append((cond.estimate, pred.x0))
+            return pred
+
+    for recorder, handed_on in ((Recording(prior.model, prior.role, prior.name), True),
+                                (Recording(plain.eval(), prior.role, prior.name), False)):
+        seen.clear()
+        sample(recorder, cond, views=2, steps=4, generator=torch.Generator().manual_seed(0))
+        assert len(seen) == 4 and seen[0][0] is None
+        for (_, x0), (given, _) in zip(seen, seen[1:]):
+            assert (given is not None and torch.equal(given, x0)) if handed_on else given is None
+
+
 def test_the_object_frame_makes_an_orbiting_or_walking_object_sit_where_its_time_says():
     """object_frame: seen from cameras turned into the object's frame, an orbiting or walking object of any yaw
     is where the same object at yaw 0 is, seen from the untouched cameras."""

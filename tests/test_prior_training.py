@@ -256,6 +256,51 @@ def test_a_background_run_composites_over_white_and_starts_as_the_exported_model
     assert float(train_prior(config.replace(background=True, steps=2), tmp_path / "run", world=world)["losses"][-1]) > 0
 
 
+def test_self_conditioning_trains_on_the_networks_own_estimate_and_starts_as_the_exported_model(world, tmp_path):
+    """self_condition: a first, gradient-free pass gives x0 = alpha x_t - sigma v, which the trained pass gets as
+    its estimate for a share of the items (never for a clean view); a grown model predicts what the exported one
+    does."""
+    from dataclasses import replace
+
+    from pipelines.models.field_dit import FieldDiT
+    from pipelines.models.training import diffusion_loss
+    from pipelines.priors.inhouse import cosine_schedule
+
+    config = TrainPriorConfig.preset("tiny").replace(steps=2, batch=8)
+    tok = PromptTokenizer(config.text_length)
+    sets = make_batch(world, config, tok, 4)["sets"]
+    torch.manual_seed(0)
+    model = FieldDiT(config.replace(self_condition=True).arch(tok.vocab_size))
+    torch.nn.init.normal_(model.self_condition_token.weight, std=0.1)
+    schedule = cosine_schedule()
+    calls = []
+
+    def spy(module, args, kwargs, output):
+        calls.append((torch.is_grad_enabled(), args[0], args[1], kwargs.get("estimate"), output.detach()))
+
+    handle = model.register_forward_hook(spy, with_kwargs=True)  # records; the model runs as it is
+    diffusion_loss(model, sets, schedule, 0.5, torch.Generator().manual_seed(1), "cpu", 0.0, 1.0)
+    (grad_first, x_t, level, none, v), (grad_second, _, _, estimate, _) = calls
+    assert not grad_first and grad_second and none is None
+    alpha, sigma = (a.view(-1, 1, 1, 1, 1) for a in schedule.alpha_sigma(level))
+    clean = sets["clean"][:, :, None, None, None]
+    torch.testing.assert_close(estimate, torch.where(clean, torch.zeros_like(x_t), alpha * x_t - sigma * v))
+    calls.clear()
+    diffusion_loss(model, sets, schedule, 0.5, torch.Generator().manual_seed(1), "cpu", 0.0, 0.0)
+    assert len(calls) == 1 and calls[0][0] and calls[0][3] is None  # off: one pass, as before
+    handle.remove()
+    assert bool(sets["clean"].any())  # the batch has image-conditioned items, whose clean view got zeros
+
+    want, got, cond = grown_and_plain(world, tmp_path, config, "self_condition")
+    x = torch.randn(2, 3, 1, want.latent_channels, 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for estimate in (None, torch.randn_like(x)):
+            mine = replace(cond, estimate=estimate)
+            assert torch.allclose(got(x, torch.tensor([100.0, 700.0]), mine),
+                                  want(x, torch.tensor([100.0, 700.0]), mine), atol=1e-6)
+    assert float(train_prior(config.replace(self_condition=True), tmp_path / "run", world=world)["losses"][-1]) > 0
+
+
 @pytest.mark.slow
 def test_tiny_overfit_lowers_the_loss(world, tmp_path):
     config = TrainPriorConfig.preset("tiny").replace(steps=120, lr=3e-3, warmup=5, batch=4, image_batch=4,

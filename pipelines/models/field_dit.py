@@ -18,6 +18,10 @@ conditioning view) or is being denoised. Every latent pixel becomes one token wh
 - optionally (``arch.background``) the grey level of the background behind the subject (0 black, 1 white).
   The world renders over black, where matter with a black albedo looks like empty space, so a score
   distilled through a black-only prior neither keeps nor removes it; a prior that also knows white shows it.
+- optionally (``arch.self_condition``) the network's own previous estimate of the clean latents (self-conditioning,
+  Chen et al. 2022, "Analog Bits"): a sampler passes each step's x0 estimate to the next, so the network refines
+  one picture instead of guessing afresh where the object is at every step; zeros mean "no estimate" (the
+  first step, and score distillation).
 
 So one network denoises a single image (N = 1), V views of one time, F frames of one camera, or a V x F
 block. Tokens of all views attend to one another jointly (T1 Sec. 3.1 attends within a view and leaves the
@@ -64,6 +68,7 @@ class FieldPriorArch:
     distance: float = 2.7       # the dataset rig's camera distance, for default orbit cameras
     heading: bool = False       # condition on the object's heading (see the module docstring)
     background: bool = False    # condition on the background's grey level (see the module docstring)
+    self_condition: bool = False  # take the previous x0 estimate as an input (see the module docstring)
 
     @property
     def latent_channels(self) -> int:
@@ -211,6 +216,11 @@ class FieldDiT(nn.Module):
             self.background_token = nn.Linear(2, W)
             self.background_cond = nn.Linear(2, W)
             zero += [self.background_token, self.background_cond]
+        if arch.self_condition:
+            # the previous estimate's latent, mapped like the content; zero at the start, so a model grown from
+            # one without it begins as that model's function
+            self.self_condition_token = nn.Linear(C, W)
+            zero.append(self.self_condition_token)
         for layer in zero:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -221,19 +231,26 @@ class FieldDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, level: torch.Tensor, text: torch.Tensor, c2w: torch.Tensor,
                 K: torch.Tensor, times: torch.Tensor, clean: torch.Tensor,
-                heading: torch.Tensor | None = None, background: torch.Tensor | None = None) -> torch.Tensor:
+                heading: torch.Tensor | None = None, background: torch.Tensor | None = None,
+                estimate: torch.Tensor | None = None) -> torch.Tensor:
         """Raw prediction [B, N, C, h, w] for view sets x [B, N, C, h, w].
 
         level [B] noise timesteps; text [B, L, Dt] prompt features; c2w [B, N, 4, 4]; K [B, N, 3, 3];
         times [B, N]; clean [B, N] bool (views given clean as conditioning); heading [B] radians, NaN (or
         None for all) = unknown; a model without ``arch.heading`` ignores it. background [B] the grey level behind
-        the subject (0 black, the default; 1 white); a model without ``arch.background`` ignores it.
+        the subject (0 black, the default; 1 white); a model without ``arch.background`` ignores it. estimate
+        [B, N, C, h, w]: the previous x0 estimate (None = zeros, no estimate); a model without
+        ``arch.self_condition`` ignores it.
         """
         B, N, C, h, w = x.shape
         a = self.arch
         if a.latent_channels != C or h != w:
             raise ValueError(f"expected latents [B, N, {a.latent_channels}, s, s], got {list(x.shape)}")
         tokens = self.content(x.permute(0, 1, 3, 4, 2))                            # [B, N, h, w, W]
+        if a.self_condition and estimate is not None:
+            tokens = tokens + self.self_condition_token(estimate.to(x).permute(0, 1, 3, 4, 2))
+        elif a.self_condition:
+            tokens = tokens + self.self_condition_token.bias
         grid = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h * 2 - 1
         gv, gu = torch.meshgrid(grid, grid, indexing="ij")
         tokens = tokens + self.pixel(fourier(torch.stack([gu, gv], -1), a.fourier_bands))

@@ -67,6 +67,10 @@ class TrainPriorConfig(Config):
     # with probability p_white (its alpha from the world's renders), over black otherwise, and told which.
     background: bool = False
     p_white: float = 0.5
+    # Self-conditioning (FieldPriorArch.self_condition): for a share p_self_condition of the items the network first
+    # estimates x0 without an estimate (no gradient), then is trained with that estimate as an input.
+    self_condition: bool = False
+    p_self_condition: float = 0.5
     # data: the first ``train_size`` scenes of the world's train split, rendered as 4 x 4 matrices
     train_size: int = 1536
     held_out: int = 24          # shape/colour/motion combinations never trained on (for the evaluation)
@@ -103,7 +107,8 @@ class TrainPriorConfig(Config):
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("p_uncond", "p_uncond_image", "p_drop_image", "p_drop_heading", "shared_noise", "p_white"):
+        for name in ("p_uncond", "p_uncond_image", "p_drop_image", "p_drop_heading", "shared_noise", "p_white",
+                     "p_self_condition"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"config key '{name}' is a probability and must lie in [0, 1].")
         for name in ("steps", "batch", "image_batch", "train_size", "width", "depth", "heads"):
@@ -115,7 +120,8 @@ class TrainPriorConfig(Config):
     def arch(self, vocab_size: int) -> FieldPriorArch:
         return FieldPriorArch(self.resolution, self.downsample, self.width, self.depth, self.heads, self.text_width,
                               self.text_layers, self.text_length, vocab_size, self.cross_attention,
-                              heading=self.heading, background=self.background)
+                              heading=self.heading, background=self.background,
+                              self_condition=self.self_condition)
 
 
 def held_out_combinations(n: int, seed: int = 1234) -> list[tuple[str, str, str]]:
@@ -278,8 +284,11 @@ def make_batch(world: WorldTensors, config: TrainPriorConfig, tokenizer: PromptT
 
 
 def diffusion_loss(model: FieldDiT, part: dict, schedule, shared_noise: float, generator: torch.Generator,
-                   device, motion_weight: float = 0.0) -> torch.Tensor:
+                   device, motion_weight: float = 0.0, self_condition: float = 0.0) -> torch.Tensor:
     """v-prediction MSE over the noisy views of one packed part of a batch.
+
+    ``self_condition``: the share of items trained with the network's own x0 estimate as an input (the estimate
+    from a first, gradient-free pass without one; Chen et al. 2022); the others get none.
 
     ``motion_weight`` adds that weight times the MSE of the error's change between consecutive entries that
     show one view at two times (``part["motion_pairs"]``): the error common to the frames is counted once, the
@@ -297,9 +306,16 @@ def diffusion_loss(model: FieldDiT, part: dict, schedule, shared_noise: float, g
     x_t = torch.where(clean[:, :, None, None, None], x0, alpha * x0 + sigma * eps)
     text = model.encode_text(part["ids"].to(device))
     heading, background = part.get("heading"), part.get("background")
-    out = model(x_t, level.to(device), text, part["c2w"].to(device), part["K"].to(device),
-                part["times"].to(device), clean, None if heading is None else heading.to(device),
-                None if background is None else background.to(device))
+    inputs = (x_t, level.to(device), text, part["c2w"].to(device), part["K"].to(device), part["times"].to(device),
+              clean, None if heading is None else heading.to(device),
+              None if background is None else background.to(device))
+    estimate = None
+    if self_condition > 0:
+        with torch.no_grad():
+            first = alpha * x_t - sigma * model(*inputs)  # x0 from the v-prediction
+        use = (torch.rand(B, generator=generator) < self_condition).to(device)[:, None] & ~clean
+        estimate = torch.where(use[:, :, None, None, None], first, torch.zeros_like(first))
+    out = model(*inputs, estimate=estimate)
     target = alpha * eps - sigma * x0
     weight = (~clean).float()[:, :, None, None, None]
     error = out - target
@@ -315,14 +331,17 @@ def diffusion_loss(model: FieldDiT, part: dict, schedule, shared_noise: float, g
 class StepLoss(torch.nn.Module):
     """The loss of one mixed-role batch as a module, so DistributedDataParallel can wrap the whole step."""
 
-    def __init__(self, model: FieldDiT, schedule, shared_noise: float, motion_weight: float = 0.0) -> None:
+    def __init__(self, model: FieldDiT, schedule, shared_noise: float, motion_weight: float = 0.0,
+                 self_condition: float = 0.0) -> None:
         super().__init__()
         self.model, self.schedule, self.shared_noise, self.motion_weight = model, schedule, shared_noise, motion_weight
+        self.self_condition = self_condition
 
     def forward(self, batch: dict, generator: torch.Generator, device) -> torch.Tensor:
         return (diffusion_loss(self.model, batch["sets"], self.schedule, self.shared_noise, generator, device,
-                               self.motion_weight)
-                + diffusion_loss(self.model, batch["images"], self.schedule, self.shared_noise, generator, device))
+                               self.motion_weight, self.self_condition)
+                + diffusion_loss(self.model, batch["images"], self.schedule, self.shared_noise, generator, device,
+                                 self_condition=self.self_condition))
 
 
 def _distributed() -> tuple[int, int]:
@@ -435,7 +454,8 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
     from pipelines.priors.inhouse import cosine_schedule
 
     schedule = cosine_schedule()
-    step_loss = StepLoss(model, schedule, config.shared_noise, config.motion_weight)
+    step_loss = StepLoss(model, schedule, config.shared_noise, config.motion_weight,
+                         config.p_self_condition if config.self_condition else 0.0)
     if world_size > 1:  # torchrun: each process takes its own batch, gradients are averaged
         from torch.nn.parallel import DistributedDataParallel
 
@@ -501,7 +521,7 @@ def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: di
     """Model and EMA weights from an exported prior ``folder`` whose architecture is ``config``'s, or the same
     with fewer blocks: a deeper model keeps the exported blocks first and its extra blocks start as the identity
     (adaLN-Zero gates and the cross-attention output at zero), so it begins as the exported model's function;
-    likewise a model with ``heading`` or ``background`` grown from one without.
+    likewise a model with ``heading``, ``background`` or ``self_condition`` grown from one without.
     Returns how it started (one sentence)."""
     from safetensors.torch import load_file
 
@@ -510,7 +530,7 @@ def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: di
                                 "and config.json).")
     saved = json.loads((folder / "config.json").read_text()).get("arch", {})
     wanted = config.arch(model.arch.vocab_size).to_dict()
-    added = [k for k in ("heading", "background") if wanted[k] and not saved.get(k, False)]
+    added = [k for k in ("heading", "background", "self_condition") if wanted[k] and not saved.get(k, False)]
     changed = [k for k in wanted if k in saved and saved[k] != wanted[k] and k not in added]
     grow = changed == ["depth"] and saved["depth"] < wanted["depth"]
     if changed and not grow:
@@ -537,7 +557,7 @@ def _restore(out_dir: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict
     state = json.loads((out_dir / "state.json").read_text())
     saved = config_from_dict(TrainPriorConfig, state["config"])
     arch_keys = ("resolution", "downsample", "width", "depth", "heads", "text_width", "text_layers", "text_length",
-                 "heading", "background")
+                 "heading", "background", "self_condition")
     changed = [k for k in arch_keys if getattr(saved, k) != getattr(config, k)]
     if changed:
         raise ValueError(f"{out_dir} holds a run with a different architecture ({', '.join(changed)}); "

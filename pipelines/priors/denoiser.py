@@ -23,7 +23,9 @@ class Conditioning:
     VAE latent of the conditioning image (unscaled, as SVD concatenates it); cameras [B, V, 16] flattened
     camera-to-world matrices (MVDream, the VSD LoRA); elevations / azimuths [B, V] radians (SV3D);
     fps, motion_bucket_id, noise_aug: the SVD micro-conditioning scalars; background: the grey level behind the
-    subject (0 black, 1 white), which a prior trained on both is told (the in-house one) and others ignore.
+    subject (0 black, 1 white), which a prior trained on both is told (the in-house one) and others ignore;
+    estimate [B, V, F, C, h, w]: a sampler's previous clean-latent estimate, for a self-conditioning prior (the
+    in-house one, when trained so); None (score distillation, a first step) means none, and others ignore it.
     """
 
     text: torch.Tensor | None = None
@@ -36,6 +38,7 @@ class Conditioning:
     motion_bucket_id: float = 127.0
     noise_aug: float = 0.02
     background: float = 0.0
+    estimate: torch.Tensor | None = None
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)

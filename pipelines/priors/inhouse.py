@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -113,7 +114,7 @@ class FieldPrior(Denoiser):
                 self._empty = self.model.encode_text(self.tokenizer.encode([""]).to(self.device))
         neg = self._empty.to(cond.text).expand(cond.text.shape[0], -1, -1) if cond.text is not None else None
         return Conditioning(text=neg, image_latents=cond.image_latents, cameras=cond.cameras,
-                            background=cond.background)
+                            background=cond.background, estimate=cond.estimate)
 
     # ------------------------------------------------------------------------------------------ network
     def _view_coordinates(self, cond: Conditioning, b: int, v: int, f: int, device) -> tuple:
@@ -148,7 +149,11 @@ class FieldPrior(Denoiser):
             clean[:, 0] = True
         heading = torch.full((b,), math.nan if self.heading is None else self.heading, device=x_t.device)
         background = torch.full((b,), float(cond.background), device=x_t.device)
-        out = self.model(x, level.to(x_t.device), text.to(x_t), c2w, K, times, clean, heading, background)
+        estimate = None
+        if cond.estimate is not None and self.arch.self_condition:
+            estimate = cond.estimate.to(x).flatten(1, 2).expand(b, -1, -1, -1, -1)
+            estimate = torch.where(clean[:, :, None, None, None], torch.zeros_like(estimate), estimate)
+        out = self.model(x, level.to(x_t.device), text.to(x_t), c2w, K, times, clean, heading, background, estimate)
         if reference is not None:
             alpha, sigma = self.schedule.alpha_sigma(level)
             x0_pred = ref
@@ -173,7 +178,7 @@ def sample(prior: FieldPrior, cond: Conditioning, views: int = 1, frames: int = 
     ``noise_sharing``: the share of the starting noise's variance that is common to every view and frame of
     an item: 1 is T1's cross-view noise consistency (Sec. 3.2, Eq. 1; the same noise everywhere), 0 independent
     noise per view and frame. Training saw both ends. ``None`` takes the role's default
-    (:attr:`FieldPrior.noise_sharing`).
+    (:attr:`FieldPrior.noise_sharing`). A self-conditioning model gets each step's x0 estimate in the next step.
     """
     b = batch or (cond.text.shape[0] if cond.text is not None else cond.image_latents.shape[0])
     C, s = prior.latent_channels, prior.arch.latent_size
@@ -192,6 +197,8 @@ def sample(prior: FieldPrior, cond: Conditioning, views: int = 1, frames: int = 
         t, t_next = levels[i], levels[i + 1]
         pred = prior.predict(x, t.expand(b), cond, guidance_scale=guidance_scale)
         x0, eps = pred.x0, pred.eps
+        if prior.arch.self_condition:
+            cond = replace(cond, estimate=x0)
         if i == steps - 1:
             x = x0
             break
