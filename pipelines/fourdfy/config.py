@@ -119,6 +119,12 @@ _PREVIEW = {
     # (the tori read as drums), the balls grow past the truth and still objects read as spinning. White steps in
     # stages 1-2 only: 16.55 / 0.583, shape 9/16, motion 8/16; the still objects still read as spinning, so it
     # is the shape made over white, not stage 3's white steps, that costs the motion.
+    # Two more ways to make the core show, tried on a patched copy and not kept (sitting 29): an albedo floor (the
+    # albedo lifted with grey where its brightest channel is under 0.15 / 0.3: smoke 14.47 / 14.45 dB, IoU 0.484 /
+    # 0.472, the torus still a cube; the core turned dark teal, then was painted blue), and DreamFusion-style
+    # textureless shading tinted with the object's mean colour in 30 / 60 % of the 3D and VSD steps (the smoke
+    # torus 14.70 / 14.63 dB against 14.64, read as a cylinder / a cube; the core stays). A visible core is
+    # painted, not removed: the prior's 32 px torus does not prefer a hole to a filled disc.
     # Motion (sitting 25; frame-to-frame change of the result at one camera, 8 times, against the truth's): with
     # the paper's rates the ball moved (0.075 against 0.059), the torus and the walker hardly (0.005 / 0.004
     # against 0.021 / 0.017), although the prior's own clips of them move (0.035 / 0.036 at 32 px) and a field
