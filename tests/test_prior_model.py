@@ -14,6 +14,14 @@ from pipelines.priors.inhouse import ROLE_OF_NAME, default_cameras, sample
 from pipelines.priors.registry import list_models, load_prior
 
 
+def exported(folder, arch: FieldPriorArch, model: FieldDiT):
+    """``model`` written as an exported prior (model.safetensors + config.json) into ``folder``."""
+    folder.mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"arch": arch.to_dict()}))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """A randomly initialised tiny prior saved as the bundled layout (config.json + model.safetensors)."""
@@ -23,10 +31,7 @@ def tiny_folder(tmp_path_factory):
     model = FieldDiT(arch)
     for p in model.parameters():  # break the zero init so every input matters
         p.data.add_(0.05 * torch.randn_like(p))
-    folder = tmp_path_factory.mktemp("tiny_prior")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
-    (folder / "config.json").write_text(json.dumps({"arch": arch.to_dict()}))
-    return folder
+    return exported(tmp_path_factory.mktemp("tiny_prior"), arch, model)
 
 
 def test_latents_are_an_exact_space_to_depth():
@@ -118,10 +123,7 @@ def test_a_heading_model_sees_the_heading_and_the_roles_choose_it(tmp_path):
         assert torch.allclose(model(x, *args), model(x, *args, torch.full((3,), nan)))
         plain = FieldDiT(FieldPriorArch(**{**arch.to_dict(), "heading": False}))
         assert torch.equal(plain(x, *args, torch.tensor([0.0, 1.0, nan])), plain(x, *args))
-    folder = tmp_path / "prior"
-    folder.mkdir()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
-    (folder / "config.json").write_text(json.dumps({"arch": arch.to_dict()}))
+    folder = exported(tmp_path / "prior", arch, model)
     assert {n: load_prior(n, folder).heading for n in ROLE_OF_NAME} == {
         "inhouse-t2i": 0.0, "inhouse-t2mv": 0.0, "inhouse-t2v": 0.0, "inhouse-i2v": None, "inhouse-i2orbit": None}
     orbit = load_prior("inhouse-t2mv", folder)
@@ -145,10 +147,7 @@ def test_a_background_model_is_told_the_background_through_the_conditioning(tmp_
         assert not torch.allclose(out[1], model(x, *args)[1])
         plain = FieldDiT(FieldPriorArch(**{**arch.to_dict(), "background": False}))
         assert torch.equal(plain(x, *args, torch.ones(2)), plain(x, *args))
-    folder = tmp_path / "prior"
-    folder.mkdir()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
-    (folder / "config.json").write_text(json.dumps({"arch": arch.to_dict()}))
+    folder = exported(tmp_path / "prior", arch, model)
     prior = load_prior("inhouse-t2mv", folder)
     cond = prior.encode_prompt(["a red ball"])
     xs, level = torch.randn(1, 2, 1, 48, 4, 4), torch.tensor([300.0])
@@ -177,10 +176,7 @@ def test_a_self_conditioning_model_reads_its_estimate_and_the_sampler_hands_it_o
         assert not torch.allclose(out, model(x, *args), atol=1e-3)
         plain = FieldDiT(FieldPriorArch(**{**arch.to_dict(), "self_condition": False}))
         assert torch.equal(plain(x, *args, estimate), plain(x, *args))
-    folder = tmp_path / "prior"
-    folder.mkdir()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
-    (folder / "config.json").write_text(json.dumps({"arch": arch.to_dict()}))
+    folder = exported(tmp_path / "prior", arch, model)
     prior = load_prior("inhouse-t2mv", folder)
     cond = prior.encode_prompt(["a red ball"])
     xs, level = torch.randn(1, 2, 1, 48, 4, 4), torch.tensor([300.0])
