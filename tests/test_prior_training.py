@@ -196,7 +196,6 @@ def test_a_heading_run_gets_the_scene_yaw_and_starts_as_the_exported_model(world
     roles never do; a heading model grown from one without predicts what the exported one does."""
     import math
 
-
     config = TrainPriorConfig.preset("tiny").replace(steps=3, batch=16)
     tok = PromptTokenizer(config.text_length)
     assert "heading" not in make_batch(world, config, tok, 0)["sets"]  # the default draws as before

@@ -517,6 +517,10 @@ def train_prior(config: TrainPriorConfig, out_dir: str | Path, resume: bool = Tr
             "model": model, "ema": ema}
 
 
+# Optional inputs of FieldPriorArch whose layers start at zero: a model with one can start from a model without it.
+ADDED_INPUTS = ("heading", "background", "self_condition")
+
+
 def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict) -> str:
     """Model and EMA weights from an exported prior ``folder`` whose architecture is ``config``'s, or the same
     with fewer blocks: a deeper model keeps the exported blocks first and its extra blocks start as the identity
@@ -530,7 +534,7 @@ def _initialise(folder: Path, config: TrainPriorConfig, model: FieldDiT, ema: di
                                 "and config.json).")
     saved = json.loads((folder / "config.json").read_text()).get("arch", {})
     wanted = config.arch(model.arch.vocab_size).to_dict()
-    added = [k for k in ("heading", "background", "self_condition") if wanted[k] and not saved.get(k, False)]
+    added = [k for k in ADDED_INPUTS if wanted[k] and not saved.get(k, False)]
     changed = [k for k in wanted if k in saved and saved[k] != wanted[k] and k not in added]
     grow = changed == ["depth"] and saved["depth"] < wanted["depth"]
     if changed and not grow:
@@ -557,7 +561,7 @@ def _restore(out_dir: Path, config: TrainPriorConfig, model: FieldDiT, ema: dict
     state = json.loads((out_dir / "state.json").read_text())
     saved = config_from_dict(TrainPriorConfig, state["config"])
     arch_keys = ("resolution", "downsample", "width", "depth", "heads", "text_width", "text_layers", "text_length",
-                 "heading", "background", "self_condition")
+                 *ADDED_INPUTS)
     changed = [k for k in arch_keys if getattr(saved, k) != getattr(config, k)]
     if changed:
         raise ValueError(f"{out_dir} holds a run with a different architecture ({', '.join(changed)}); "
