@@ -42,6 +42,9 @@ class SamplingConfig:
 class ReconstructionConfig:
     """Stage 2: deformable 3D Gaussians fitted to the matrix (Sec. 3.4)."""
 
+    # More fitting does not help the preview: 900 steps (300 warm-up) on the image-to-4D smoke suite gave 15.06 dB /
+    # IoU 0.531 against 15.27 / 0.528 at 300 (sitting 30), in 3 minutes a case instead of 1: the sampled matrix,
+    # not the fit, holds the figures down.
     steps: int = field(default=300, metadata={"help": "total optimisation steps (warm-up included)"})
     warmup_steps: int = field(default=100, metadata={"help": "static steps on the reference frame's views"})
     resolution: int = field(default=0, metadata={"help": "fitting image size (0: the matrix's)"})

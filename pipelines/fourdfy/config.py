@@ -125,6 +125,17 @@ _PREVIEW = {
     # textureless shading tinted with the object's mean colour in 30 / 60 % of the 3D and VSD steps (the smoke
     # torus 14.70 / 14.63 dB against 14.64, read as a cylinder / a cube; the core stays). A visible core is
     # painted, not removed: the prior's 32 px torus does not prefer a hole to a filled disc.
+    # The prior does draw the hole, though: its clean estimate of a render of that torus, at noise levels up to
+    # half the ladder, shows the hole as background. A matte loss built on that (sitting 30, on a patched copy;
+    # the torus case alone, where the preset gives 14.64 dB / IoU 0.573, read as a cylinder) penalised the
+    # render's opacity where the guidance step's clean estimate lies within 0.05 of the black background, summed
+    # like the guidance. Alone it ate the ring before the core (weight 0.3 / 3: 14.45 / 12.87 dB, IoU 0.389 /
+    # 0.111, the second read as a torus from a few scattered blobs). Trusting the estimate by its signal share
+    # (abar) gave 13.98 / 13.10 dB at 1 / 3. Counting only pixels whose own straight colour is black gave
+    # 15.02 dB / IoU 0.479 at 3 (a cube), and only opaque ones 15.25 / 0.513 at 10 (a cube), or 15.32 / 0.486
+    # with the loss in stage 3 alone (a cone). The core shrank (opaque black pixels of 4 views at 15 degrees:
+    # 63 -> 17) but never left, and each variant thinned the ring into a haze, since a penalised ray crosses the
+    # ring as well as the core. Not kept.
     # Motion (sitting 25; frame-to-frame change of the result at one camera, 8 times, against the truth's): with
     # the paper's rates the ball moved (0.075 against 0.059), the torus and the walker hardly (0.005 / 0.004
     # against 0.021 / 0.017), although the prior's own clips of them move (0.035 / 0.036 at 32 px) and a field
