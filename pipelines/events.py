@@ -68,6 +68,11 @@ class Preview(Event):
     step: int | None = None
 
 
+def preview_pixels(image) -> np.ndarray:
+    """A float image tensor in [0, 1] (``[..., H, W, 3]``) -> the uint8 array a :class:`Preview` carries."""
+    return image.detach().clamp(0, 1).mul(255).round().byte().cpu().numpy()
+
+
 @dataclass
 class SceneUpdate(Event):
     """The current scene, for the viewer. ``scene`` is the live object (in-process only);

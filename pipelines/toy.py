@@ -141,13 +141,15 @@ def _preview(scene, cameras):
     """Top row the target, bottom row the fit, at t = 0, 0.5, 1: ``[2 * S, 3 * S, 3]`` uint8."""
     import torch
 
+    from pipelines.events import preview_pixels
+
     rows = [[], []]
     with torch.no_grad():
         for t in (0.0, 0.5, 1.0):
             rows[0].append(render_target(cameras, t)[0][0])
             rows[1].append(scene.render(cameras.to(scene.grid.device), t).rgb[0].cpu())
     image = torch.cat([torch.cat(row, 1) for row in rows], 0)
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return preview_pixels(image)
 
 
 register_pipeline(PipelineInfo(

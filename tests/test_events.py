@@ -5,7 +5,16 @@ import pytest
 import torch
 
 from pipelines.context import Cancelled, RunContext
-from pipelines.events import Artifact, EtaEstimator, Log, Preview, Progress, SceneUpdate, event_from_record
+from pipelines.events import (
+    Artifact,
+    EtaEstimator,
+    Log,
+    Preview,
+    Progress,
+    SceneUpdate,
+    event_from_record,
+    preview_pixels,
+)
 
 
 def test_events_round_trip_through_json_without_arrays():
@@ -47,3 +56,10 @@ def test_eta_estimator_counts_down():
     first = eta.update(1)
     assert first is not None and first >= 0
     assert eta.update(10) == 0
+
+
+def test_preview_pixels_clamp_round_and_leave_the_graph():
+    image = torch.tensor([[[-0.5, 0.0, 0.5], [0.998, 1.0, 3.0]]], requires_grad=True)  # [1, 2, 3]
+    pixels = preview_pixels(image * 1.0)
+    assert pixels.dtype == np.uint8 and pixels.shape == (1, 2, 3)
+    assert pixels.tolist() == [[[0, 0, 128], [254, 255, 255]]]

@@ -103,7 +103,7 @@ def sample_for_prompt(prompt: str, config: TextTo3DConfig, device, generator) ->
 def run(inputs: dict[str, str], config: TextTo3DConfig, context) -> Iterator:
     import torch
 
-    from pipelines.events import Log, Preview, Progress
+    from pipelines.events import Log, Preview, Progress, preview_pixels
     from renderers.cameras import orbit_cameras
 
     yield Progress("sample", 0, 1)
@@ -115,8 +115,7 @@ def run(inputs: dict[str, str], config: TextTo3DConfig, context) -> Iterator:
                          config.preview_size)
     with torch.no_grad():
         rgb = scene.render(cams, 0.0).rgb.cpu()
-    image = (torch.cat(list(rgb), 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    yield Preview("sample", image=image, grid=(1, 4))
+    yield Preview("sample", image=preview_pixels(torch.cat(list(rgb), 1)), grid=(1, 4))
     return scene
 
 

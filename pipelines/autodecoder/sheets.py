@@ -23,6 +23,7 @@ def sample_sheet(bundle: str | Path, prompts: tuple[str, ...] = SHEET_PROMPTS, *
 
     from pipelines.autodecoder.diffusion import caption_conditions
     from pipelines.autodecoder.generate import load_bundle, sample_scenes
+    from pipelines.events import preview_pixels
     from renderers.cameras import orbit_cameras
 
     model, norm, edm = load_bundle(bundle)
@@ -35,7 +36,7 @@ def sample_sheet(bundle: str | Path, prompts: tuple[str, ...] = SHEET_PROMPTS, *
     with torch.no_grad():
         for scene in scenes:
             rows.append(torch.cat(list(scene.render(cams, 0.0).rgb.cpu()), 1))
-    return (torch.cat(rows, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return preview_pixels(torch.cat(rows, 0))
 
 
 def reconstruction_sheet(bundle: str | Path, objects: int = 12, views: tuple[int, ...] = (0, 4, 5), scale: int = 3,
@@ -48,6 +49,7 @@ def reconstruction_sheet(bundle: str | Path, objects: int = 12, views: tuple[int
     from pipelines.autodecoder.cli_train import HELD_OUT_VIEWS, TRAIN_VIEWS
     from pipelines.autodecoder.generate import load_bundle
     from pipelines.autodecoder.train import ObjectViews, render_objects
+    from pipelines.events import preview_pixels
     from pipelines.world.datasets import MultiViewDataset
 
     model, _, _ = load_bundle(bundle)
@@ -56,8 +58,7 @@ def reconstruction_sheet(bundle: str | Path, objects: int = 12, views: tuple[int
     truth = ObjectViews.from_dataset(data)
     rgb, _ = render_objects(model, truth, views)
     rows = [torch.cat([*rgb[i], *truth.rgb[i, list(views)]], 1) for i in range(objects)]
-    image = (torch.cat(rows, 0).clamp(0, 1) * 255).round().to(torch.uint8)
-    return image.repeat_interleave(scale, 0).repeat_interleave(scale, 1).numpy()
+    return preview_pixels(torch.cat(rows, 0).repeat_interleave(scale, 0).repeat_interleave(scale, 1))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from pipelines.diffusion2.config import Diffusion2Config
+from pipelines.events import preview_pixels
 from pipelines.registry import PipelineInfo, register_pipeline
 
 ROLES = {"video": "video_prior", "multiview": "multiview_prior", "text": "text_prior"}
@@ -54,7 +55,7 @@ def matrix_grid(images: Tensor) -> np.ndarray:
     """Tile ``[V, F, H, W, 3]`` in [0, 1] as rows of views and columns of frames: ``[V H, F W, 3]`` uint8."""
     v, f, h, w, _ = images.shape
     tiled = images.permute(0, 2, 1, 3, 4).reshape(v * h, f * w, 3)
-    return (tiled.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return preview_pixels(tiled)
 
 
 def _decode(prior, latents: Tensor) -> Tensor:
@@ -377,7 +378,7 @@ def _fit_preview(fit, targets: Tensor) -> np.ndarray:
         out = fit.scene().render(cams, fit.times[f], background=fit.background.cpu())
     top = torch.cat(list(targets[views, f]), 1)
     bottom = torch.cat(list(out.rgb.clamp(0, 1)), 1)
-    return (torch.cat([top, bottom], 0) * 255).round().to(torch.uint8).numpy()
+    return preview_pixels(torch.cat([top, bottom], 0))
 
 
 def _write_png(path, image: np.ndarray) -> None:

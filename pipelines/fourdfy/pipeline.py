@@ -153,6 +153,7 @@ def preview_strips(hybrid: HybridSDS, t: float):
     from one camera, composited over the learned background."""
     import torch
 
+    from pipelines.events import preview_pixels
     from renderers.cameras import orbit_cameras
     from renderers.volume import RenderSettings, render_image
 
@@ -177,7 +178,7 @@ def preview_strips(hybrid: HybridSDS, t: float):
         field.dynamic_mode = mode
 
     def strip(images):
-        return (torch.cat(list(images), 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        return preview_pixels(torch.cat(list(images), 1))
     return strip(views), strip(frames)
 
 
