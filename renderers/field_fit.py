@@ -34,8 +34,6 @@ class FitSettings:
     seed: int = 0
 
 
-
-
 @dataclass
 class RayBatch:
     """Rays ``origins``, ``directions`` ``[N, 3]`` seen at time ``t`` with target ``rgb`` ``[N, 3]`` (premultiplied)

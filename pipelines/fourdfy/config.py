@@ -136,6 +136,11 @@ _PREVIEW = {
     # with the loss in stage 3 alone (a cone). The core shrank (opaque black pixels of 4 views at 15 degrees:
     # 63 -> 17) but never left, and each variant thinned the ring into a haze, since a penalised ray crosses the
     # ring as well as the core. Not kept.
+    # Nor a start from the multi-view prior's own views (sitting 30): 4 views of the prompt sampled with 25 DDIM
+    # steps on the training rig, the static field fitted to them (silhouettes read off the black background),
+    # then the preset's run. Smoke: 13.72 / 13.69 dB, IoU 0.422 / 0.421 after 150 / 400 fit steps (preset 14.43 /
+    # 0.493), the torus still a cylinder, motion 1/3. The prior's views are ragged 4 x 4-pixel blocks, nearly the
+    # same picture from every side; fitted, they leave a grey haze around the object that SDS does not clear.
     # Motion (sitting 25; frame-to-frame change of the result at one camera, 8 times, against the truth's): with
     # the paper's rates the ball moved (0.075 against 0.059), the torus and the walker hardly (0.005 / 0.004
     # against 0.021 / 0.017), although the prior's own clips of them move (0.035 / 0.036 at 32 px) and a field
