@@ -283,53 +283,6 @@ class CreateForm:
     overrides: dict[str, str] = field(default_factory=dict)
 
 
-@functools.lru_cache(maxsize=1)
-def prompt_vocabulary() -> frozenset[str]:
-    """The words the bundled prior knows: ``pipelines.models.text.prompt_vocabulary()`` when the prior is
-    installed, else every word of the procedural world's caption grammar (what that prior is trained on)."""
-    try:
-        from pipelines.models.text import prompt_vocabulary as prior_vocabulary
-    except ImportError:
-        prior_vocabulary = None
-    if prior_vocabulary is not None:
-        return frozenset(w.lower() for w in prior_vocabulary())
-    from pipelines.world import grammar
-
-    phrases = {"a", "an", "that"}
-    for table in (grammar.SHAPE_WORDS, grammar.COLOUR_WORDS, grammar.MATERIAL_WORDS, grammar.SIZE_WORDS):
-        for value, options in table.items():
-            phrases.update((value, *options))
-    for value, (participles, verbs) in grammar.MOTION_WORDS.items():
-        phrases.update((value, *participles, *verbs))
-    return frozenset(word for phrase in phrases for word in _prompt_words(phrase))
-
-
-def _prompt_words(text: str) -> list[str]:
-    import re
-
-    return re.findall(r"[a-z]+(?:-[a-z]+)*", text.lower())
-
-
-def unknown_prompt_words(prompt: str, vocabulary: frozenset[str] | None = None) -> list[str]:
-    """Words of ``prompt`` the bundled prior does not know, in order of appearance, without repeats."""
-    known = prompt_vocabulary() if vocabulary is None else vocabulary
-    unknown: list[str] = []
-    for word in _prompt_words(prompt):
-        if word not in known and word not in unknown:
-            unknown.append(word)
-    return unknown
-
-
-def prompt_warning(prompt: str, vocabulary: frozenset[str] | None = None) -> str | None:
-    """One sentence naming the prompt's unknown words (the prior ignores them), or None when it knows them all."""
-    unknown = unknown_prompt_words(prompt, vocabulary)
-    if not unknown:
-        return None
-    words = ", ".join(f"'{w}'" for w in unknown)
-    return (f"The bundled prior does not know {words} and will ignore {'it' if len(unknown) == 1 else 'them'}; "
-            f"describe a shape, colour, material, size and motion.")
-
-
 def parse_override(text: str) -> Any:
     """A typed value from what the user typed, read as a TOML value (``64``, ``0.5``, ``true``, ``[1, 2]``);
     anything else is kept as a string."""
@@ -590,6 +543,16 @@ class StudioModel:
                 node = node.get(part, default) if isinstance(node, dict) else default
             out.append((key, node, help_text))
         return out
+
+    def prompt_warning(self, prompt: str, name: str | None = None, preset: str | None = None) -> str | None:
+        """What to tell the user about ``prompt`` before running pipeline ``name`` at ``preset``: words the bundled
+        prior ignores, and, where that preset samples the bundled field prior (a prior named ``inhouse-*``), a
+        motion its evaluation found it draws badly."""
+        from pipelines.models.vocabulary import prompt_warning
+
+        field_prior = any(isinstance(value, str) and value.startswith("inhouse-")
+                          for _key, value, _help in self.advanced_fields(name, preset))
+        return prompt_warning(prompt, None if field_prior else {})
 
     def build_spec(self, form: CreateForm | None = None):
         """The ``JobSpec`` the form describes, or StudioError naming the field that is wrong."""

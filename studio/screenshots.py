@@ -128,14 +128,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _prompt_check(app, model, window, save) -> None:
-    """The create panel's inline warning about words the bundled prior does not know."""
-    info = next((p for p in model.pipelines() if "prompt" in p.inputs), None)
+    """The create panel's inline warning about words the bundled prior does not know, and a motion it draws badly."""
+    prompted = [p for p in model.pipelines() if "prompt" in p.inputs]
+    info = next((p for p in prompted if p.name == "text-to-4d"), prompted[0] if prompted else None)
     if info is None:
         print("no text-to-4D method installed: skipping the prompt-check screenshot", flush=True)
         return
     panel = window.create_panel
     panel.method.setCurrentIndex(panel.method.findData(info.name))
-    panel.prompt.setPlainText("a red dragon bouncing")
+    panel.prompt.setPlainText("a red dragon that orbits")
     pump(app, 0.3)
     save("prompt-check")
     panel.prompt.setPlainText("")

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pipelines.models.vocabulary import describe_vocabulary
 from studio.model import (
     CLIP_FPS,
     INPUT_SUFFIXES,
@@ -48,7 +49,6 @@ from studio.model import (
     StudioModel,
     check_input,
     example_inputs,
-    prompt_warning,
 )
 
 
@@ -102,6 +102,8 @@ class CreatePanel(QWidget):
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("a red ball bouncing")
         self.prompt.setMaximumHeight(80)
+        self.prompt.setToolTip("<b>The bundled prior knows these words</b> (each value, then its synonyms):<br>"
+                               + describe_vocabulary().replace("\n", "<br>"))
         # Inline and non-blocking: the prior ignores unknown words, generating still works.
         self.prompt_warning = QLabel()
         self.prompt_warning.setWordWrap(True)
@@ -145,6 +147,7 @@ class CreatePanel(QWidget):
             self.generate.setToolTip("No generation methods are installed in this build; open a saved scene instead.")
         self.method.currentIndexChanged.connect(self._method_changed)
         self.preset.currentTextChanged.connect(self._fill_advanced)
+        self.preset.currentTextChanged.connect(self._check_prompt)
         self._method_changed()
 
     def _method_changed(self) -> None:
@@ -168,8 +171,11 @@ class CreatePanel(QWidget):
         self.form.setRowVisible(self.motions, self.model.motion_kind(name) is not None)
         self._check_prompt()
 
-    def _check_prompt(self) -> None:
-        warning = prompt_warning(self.prompt.toPlainText()) if self.prompt.isEnabled() else None
+    def _check_prompt(self, *_) -> None:
+        warning = None
+        if self.prompt.isEnabled():
+            warning = self.model.prompt_warning(self.prompt.toPlainText(), self.method.currentData(),
+                                                self.preset.currentText())
         self.prompt_warning.setText(warning or "")
         self.form.setRowVisible(self.prompt_warning, warning is not None)
 

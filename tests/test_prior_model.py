@@ -283,3 +283,22 @@ def test_frame_times_are_the_times_the_tokens_carry(tiny_folder):
     _, _, times = prior._view_coordinates(prior.encode_prompt(["a red ball"]), 1, 1, 4, "cpu")
     assert times.flatten().tolist() == prior.frame_times(4)
     assert Denoiser.frame_times(prior, 3) == [0.0, 0.5, 1.0] and Denoiser.frame_times(prior, 1) == [0.0]
+
+
+def test_a_prior_warns_about_the_motions_its_own_evaluation_found_weak(tiny_folder, tmp_path):
+    """The prompt check of a loaded prior reads the figures next to its weights (evaluation/evaluation.json):
+    a prior without them names unknown words only."""
+    import shutil
+
+    from pipelines.priors.inhouse import load_field_prior
+
+    plain = load_field_prior(tiny_folder, "text-to-multiview", "inhouse-t2mv")
+    assert plain.shape_by_motion == {} and plain.prompt_warning("a pink ball that orbits") is None
+    assert "'dragon'" in plain.prompt_warning("a pink dragon that orbits")
+    folder = shutil.copytree(tiny_folder, tmp_path / "evaluated")
+    (folder / "evaluation").mkdir()
+    figures = {"orbit": {"prompts": 4, "shape": 0.25}, "spin": {"prompts": 4, "shape": 1.0}}
+    (folder / "evaluation" / "evaluation.json").write_text(json.dumps({"shape by motion": {"samples": figures}}))
+    evaluated = load_field_prior(folder, "text-to-multiview", "inhouse-t2mv")
+    assert "1 of 4" in evaluated.prompt_warning("a pink ball that orbits")
+    assert evaluated.prompt_warning("a pink ball spinning") is None

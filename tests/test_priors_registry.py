@@ -115,3 +115,18 @@ def test_importing_priors_loads_no_diffusion_library():
             "print(','.join(m for m in ('diffusers', 'transformers', 'huggingface_hub') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_models_cli_lists_the_bundled_priors_words_and_checks_a_prompt(capsys):
+    from pipelines.models.vocabulary import grammar_words
+
+    assert _run_cli("words") == 0
+    listing = capsys.readouterr().out
+    assert "torus (ring, donut)" in listing and "orbit (orbiting" in listing
+    assert set(grammar_words()) - {"a", "an", "that"} <= set(listing.replace(",", " ").replace("(", " ")
+                                                             .replace(")", " ").replace(";", " ").split())
+    assert _run_cli("words", "a pink dragon that orbits") == 0
+    out = capsys.readouterr().out
+    assert "'dragon'" in out and "objects orbiting" in out
+    assert _run_cli("words", "a red ball spinning") == 0
+    assert "knows every word" in capsys.readouterr().out

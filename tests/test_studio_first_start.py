@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from studio_jobs_standin import RecordingViewer
 
+from pipelines.models.vocabulary import unknown_words
 from studio import first_start
-from studio.model import StudioModel, unknown_prompt_words
+from studio.model import StudioModel
 
 
 def test_the_studio_opens_on_the_shipped_example_ready_to_generate(monkeypatch, tmp_path):
@@ -20,7 +21,7 @@ def test_the_studio_opens_on_the_shipped_example_ready_to_generate(monkeypatch, 
     assert model.scene.kind == "voxels" and model.scene.frames > 1
     assert (model.form.pipeline, model.form.prompt, model.form.preset) == ("text-to-4d", "a red ball bouncing",
                                                                            "preview")
-    assert not unknown_prompt_words(model.form.prompt)  # the bundled prior knows every word
+    assert not unknown_words(model.form.prompt)  # the bundled prior knows every word
     assert not model.has_unsaved_changes()  # nothing to save on a first start that changed nothing
     spec = model.build_spec()  # one click: the form is a valid job for the bundled priors
     info = model.pipeline_info()
@@ -117,3 +118,14 @@ def test_field_to_voxels_drops_what_the_occupancy_grid_skips():
         alpha = voxels.render(cams, 0.0).alpha[0, ..., 0]
     assert float(alpha[0, 0]) < 1e-3 and float(alpha[16, 16]) > 0.5  # no haze in the corner, the ball in the middle
     assert voxels.mesh_threshold < 6.0 and not voxels.to_mesh(0.0, resolution=32).is_empty
+
+
+def test_the_prompt_check_names_a_weak_motion_where_the_job_samples_the_field_prior(monkeypatch, tmp_path):
+    monkeypatch.setenv("FOURD_HOME", str(tmp_path / "home"))
+    model = StudioModel(viewer=RecordingViewer())
+    assert "objects orbiting" in model.prompt_warning("a red ball that orbits", "text-to-4d", "preview")
+    assert model.prompt_warning("a red ball bouncing", "text-to-4d", "preview") is None
+    # public priors ('standard') and the text-to-3d model are not the field prior its evaluation speaks for
+    assert model.prompt_warning("a red ball that orbits", "text-to-4d", "standard") is None
+    assert model.prompt_warning("a red ball that orbits", "text-to-3d", model.presets("text-to-3d")[0]) is None
+    assert "'dragon'" in model.prompt_warning("a red dragon that orbits", "text-to-4d", "standard")

@@ -8,7 +8,8 @@ import tomllib
 import pytest
 from studio_jobs_standin import JobRunner, finish
 
-from studio.model import StudioError, prompt_vocabulary, prompt_warning, unknown_prompt_words
+from pipelines.models.vocabulary import prompt_vocabulary, prompt_warning, unknown_words
+from studio.model import StudioError
 from studio.project import PROJECT_FILE, SCHEMA_VERSION, read_project, recent_projects
 
 
@@ -118,10 +119,10 @@ def test_the_scene_title_names_the_run(tmp_path):
 
 
 def test_unknown_prompt_words_are_named_in_order():
-    vocabulary = prompt_vocabulary()
+    vocabulary = set(prompt_vocabulary())
     assert {"ball", "red", "bouncing", "torus", "spinning"} <= vocabulary
-    assert unknown_prompt_words("a red ball bouncing") == []
-    assert unknown_prompt_words("A Red DRAGON breathing fire, a dragon!") == ["dragon", "breathing", "fire"]
+    assert unknown_words("a red ball bouncing") == []
+    assert unknown_words("A Red DRAGON breathing fire, a dragon!") == ["dragon", "breathing", "fire"]
     assert prompt_warning("a shiny teal torus spinning") is None
     warning = prompt_warning("a purple dragon flying")
     assert "'dragon', 'flying'" in warning and "ignore them" in warning

@@ -240,6 +240,9 @@ def test_the_prompt_box_warns_about_unknown_words_without_blocking(window):
     panel.prompt.setPlainText("a red dragon bouncing")
     assert panel.prompt_warning.isVisibleTo(window) and "'dragon'" in panel.prompt_warning.text()
     assert panel.generate.isEnabled()
+    assert "torus (ring, donut)" in panel.prompt.toolTip()  # what it does know, on hover
+    panel.prompt.setPlainText("a red ball that orbits")  # a weak motion, but the stand-in samples no field prior
+    assert not panel.prompt_warning.isVisibleTo(window)
 
 
 def test_projects_save_open_and_list_recent_from_the_file_menu(window, tmp_path, monkeypatch):

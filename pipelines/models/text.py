@@ -4,72 +4,23 @@ Tokenizer: a word-level vocabulary built from the procedural world's caption gra
 captions and synonym tables use) plus ``[UNK]``, run by the ``tokenizers`` library. CLIP's BPE vocabulary
 ships on PyPI only inside ``open_clip_torch`` / ``clip-anytorch``, which pull in torchvision and timm (and with
 them a second torch); a model trained only on the world's captions gains nothing from 49k sub-words it never
-saw, and the word-level vocabulary lets :func:`unknown_words` name exactly the words it will ignore.
+saw, and the word-level vocabulary lets ``vocabulary.unknown_words`` name exactly the words it will ignore.
 
     tok = PromptTokenizer()
     tok.encode(["a red ball bouncing"])      # LongTensor [1, 16]: [BOS] a red ball bouncing [PAD] ...
-    unknown_words("a red dragon bouncing")   # ['dragon']
+
+The vocabulary itself, and the prompt checks built on it, live in :mod:`pipelines.models.vocabulary` (no torch).
 """
 
 from __future__ import annotations
 
-import functools
-import re
-
 import torch
 from torch import nn
 
-from pipelines.world import grammar
+from pipelines.models.vocabulary import grammar_words
 
 PAD, UNK, BOS = "[PAD]", "[UNK]", "[BOS]"
 SPECIAL = (PAD, UNK, BOS)
-_WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
-
-
-def split_words(text: str) -> list[str]:
-    """Lower-case words of ``text`` (hyphenated words stay whole: 'leaf-green')."""
-    return _WORD.findall(text.lower())
-
-
-@functools.lru_cache(maxsize=1)
-def grammar_words() -> tuple[str, ...]:
-    """Every word the world's caption grammar can produce, sorted (the vocabulary without special tokens)."""
-    phrases: set[str] = {"a", "an", "that"}
-    for table in (grammar.SHAPE_WORDS, grammar.COLOUR_WORDS, grammar.MATERIAL_WORDS, grammar.SIZE_WORDS):
-        for value, options in table.items():
-            phrases.add(value)
-            phrases.update(options)
-    for value, (participles, verbs) in grammar.MOTION_WORDS.items():
-        phrases.add(value)
-        phrases.update(participles)
-        phrases.update(verbs)
-    words = {w for p in phrases for w in split_words(p)}
-    return tuple(sorted(words))
-
-
-def prompt_vocabulary() -> list[str]:
-    """The words the in-house prior knows (what a prompt should be written with)."""
-    return list(grammar_words())
-
-
-def unknown_words(prompt: str) -> list[str]:
-    """Words of ``prompt`` outside the prior's vocabulary, in order, without repeats (they map to [UNK])."""
-    known = set(grammar_words())
-    seen: list[str] = []
-    for word in split_words(prompt):
-        if word not in known and word not in seen:
-            seen.append(word)
-    return seen
-
-
-def vocabulary_warning(prompt: str) -> str | None:
-    """One sentence for the user when ``prompt`` has words the bundled prior ignores, else None."""
-    unknown = unknown_words(prompt)
-    if not unknown:
-        return None
-    return (f"The bundled prior does not know the word(s) {', '.join(repr(w) for w in unknown)} and will ignore "
-            f"them; it knows shapes ({', '.join(grammar.SHAPES)}), colours ({', '.join(grammar.COLOURS)}), "
-            f"motions ({', '.join(grammar.MOTIONS)}), materials and sizes (see `prompt_vocabulary()`).")
 
 
 class PromptTokenizer:

@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 from pipelines.models.field_dit import FieldDiT, FieldPriorArch, images_to_latents, latents_to_images
-from pipelines.models.text import PromptTokenizer, vocabulary_warning
+from pipelines.models.text import PromptTokenizer
+from pipelines.models.vocabulary import prompt_warning, shape_by_motion
 from pipelines.priors.denoiser import Conditioning, Denoiser
 from pipelines.priors.schedules import DiscreteSchedule, to_v
 from renderers.cameras import intrinsics_from_fov, look_at, orbit_positions
@@ -85,6 +86,8 @@ class FieldPrior(Denoiser):
         # every view, frame and guidance step of a pipeline agrees on where the object faces and, for an
         # orbiting or walking subject, where it is; None (unknown) for the image roles, whose reference shows it.
         self.heading: float | None = 0.0 if role.startswith("text-to") else None
+        # how often its evaluation drew each motion's objects the right shape (set by load_field_prior)
+        self.shape_by_motion: dict[str, dict] = {}
 
     # ------------------------------------------------------------------------------------------ conditioning
     def encode_prompt(self, prompts: list[str] | str, cameras: torch.Tensor | None = None) -> Conditioning:
@@ -105,7 +108,8 @@ class FieldPrior(Denoiser):
         return [f / frames for f in range(frames)]
 
     def prompt_warning(self, prompt: str) -> str | None:
-        return vocabulary_warning(prompt)
+        """Unknown words, then a motion this prior's own evaluation says it rarely draws well, as one message."""
+        return prompt_warning(prompt, self.shape_by_motion)
 
     def uncond(self, cond: Conditioning) -> Conditioning:
         """The empty prompt (what condition dropout trained); cameras and the reference image are kept."""
@@ -223,7 +227,9 @@ def load_field_prior(folder: str | Path, role: str = "text-to-image", name: str 
     arch = FieldPriorArch.from_dict(config["arch"])
     model = FieldDiT(arch)
     model.load_state_dict({k: v.float() for k, v in state.items()})
-    return FieldPrior(model.to(device, dtype).eval(), role, name)
+    prior = FieldPrior(model.to(device, dtype).eval(), role, name)
+    prior.shape_by_motion = shape_by_motion(folder)
+    return prior
 
 
 def _loader(name: str):
