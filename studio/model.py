@@ -546,12 +546,17 @@ class StudioModel:
 
     def prompt_warning(self, prompt: str, name: str | None = None, preset: str | None = None) -> str | None:
         """What to tell the user about ``prompt`` before running pipeline ``name`` at ``preset``: words the bundled
-        prior ignores, and, where that preset samples the bundled field prior (a prior named ``inhouse-*``), a
-        motion its evaluation found it draws badly."""
+        models ignore, and, where that preset samples the bundled field prior (a prior named ``inhouse-*``), a
+        motion its evaluation found it draws badly. None when the preset's priors are public models only (they
+        read any English)."""
         from pipelines.models.vocabulary import prompt_warning
+        from pipelines.priors.registry import list_models
 
-        field_prior = any(isinstance(value, str) and value.startswith("inhouse-")
-                          for _key, value, _help in self.advanced_fields(name, preset))
+        values = {value for _key, value, _help in self.advanced_fields(name, preset) if isinstance(value, str)}
+        field_prior = any(value.startswith("inhouse-") for value in values)
+        public = values & {spec.name for spec in list_models() if not spec.name.startswith("inhouse-")}
+        if public and not field_prior:
+            return None
         return prompt_warning(prompt, None if field_prior else {})
 
     def build_spec(self, form: CreateForm | None = None):

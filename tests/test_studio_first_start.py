@@ -128,4 +128,5 @@ def test_the_prompt_check_names_a_weak_motion_where_the_job_samples_the_field_pr
     # public priors ('standard') and the text-to-3d model are not the field prior its evaluation speaks for
     assert model.prompt_warning("a red ball that orbits", "text-to-4d", "standard") is None
     assert model.prompt_warning("a red ball that orbits", "text-to-3d", model.presets("text-to-3d")[0]) is None
-    assert "'dragon'" in model.prompt_warning("a red dragon that orbits", "text-to-4d", "standard")
+    assert "'dragon'" in model.prompt_warning("a red dragon that orbits", "text-to-3d", model.presets("text-to-3d")[0])
+    assert model.prompt_warning("a red dragon", "text-to-4d", "standard") is None  # its public priors read English

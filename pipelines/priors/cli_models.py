@@ -48,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     raise ValueError(f"unknown models action {args.models_command!r}")
 
 
-
 def _words(prompt: str | None) -> int:
     """Print the bundled prior's vocabulary, or what it would ignore in ``prompt`` or draw badly."""
     from pipelines.models.vocabulary import describe_vocabulary, prompt_warning
